@@ -1,0 +1,158 @@
+//! `cargo xtask`: the one door to cairn's automation. `cargo xtask ci` runs exactly what CI runs.
+
+mod layering;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci         everything CI runs, in order, stopping at the first failure:
+             fmt check, clippy (-D warnings), tests, docs (-D warnings), layering check
+  layering   only the layering check (which cairn crate may depend on which)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") if args.len() == 1 => ci(),
+        Some("layering") if args.len() == 1 => layering_step(),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("\nxtask: FAILED: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failed step, as a message for the user.
+type StepResult = Result<(), String>;
+
+/// A named step of `cargo xtask ci`.
+type Step = (&'static str, fn() -> StepResult);
+
+fn ci() -> StepResult {
+    let started = Instant::now();
+    let steps: [Step; 5] = [
+        ("format check (cargo fmt --check)", || {
+            cargo(&["fmt", "--all", "--check"], &[])
+        }),
+        ("lints (cargo clippy -D warnings)", || {
+            cargo(
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )
+        }),
+        ("tests (cargo test)", || {
+            cargo(&["test", "--workspace", "--all-features", "--locked"], &[])
+        }),
+        ("docs (cargo doc, warnings denied)", || {
+            cargo(
+                &[
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--all-features",
+                    "--locked",
+                ],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        }),
+        ("layering check", layering_step),
+    ];
+    for (index, (name, step)) in steps.iter().enumerate() {
+        eprintln!("\n==> [{}/{}] {name}", index + 1, steps.len());
+        let step_started = Instant::now();
+        step().map_err(|e| format!("step `{name}`: {e}"))?;
+        eprintln!(
+            "==> [{}/{}] {name}: ok ({:.1} s)",
+            index + 1,
+            steps.len(),
+            step_started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "\nxtask ci: all {} steps passed in {:.1} s",
+        steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn layering_step() -> StepResult {
+    let output = Command::new(cargo_bin())
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("could not run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata printed invalid JSON: {e}"))?;
+    let violations = layering::check(&metadata)?;
+    if violations.is_empty() {
+        eprintln!("layering: every cairn crate depends only on the layers below it");
+        Ok(())
+    } else {
+        for violation in &violations {
+            eprintln!("layering: {violation}");
+        }
+        Err(format!(
+            "{} forbidden dependency edge(s); see ARCHITECTURE.md for the layers",
+            violations.len()
+        ))
+    }
+}
+
+/// Runs `cargo ARGS` in the workspace root, streaming its output.
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> StepResult {
+    let mut command = Command::new(cargo_bin());
+    command.args(args).current_dir(workspace_root());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` exited with {status}", args.join(" ")))
+    }
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
