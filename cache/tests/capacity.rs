@@ -1,5 +1,7 @@
 //! Capacity by weight, eviction order, and the plain operations.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Coalescing, cancellation, errors and panics of `get_or_fetch`.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 mod common;
 
 use std::error::Error as _;

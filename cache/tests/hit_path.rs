@@ -1,6 +1,8 @@
 //! The hit path allocates nothing (measured with a counting allocator) and two threads hitting
 //! different keys do not serialise on one lock.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 use std::sync::Arc;
 
 use cairn_cache::{Cache, CacheBuilder};

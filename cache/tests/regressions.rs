@@ -1,6 +1,8 @@
 //! One test for each known bug of the peers listed in the project's anchors (PBS's
 //! `AsyncLruCache`, quick_cache, moka): cairn's cache must not have any of them.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
 mod common;
 
 use std::sync::Arc;

@@ -1,23 +1,56 @@
 //! The `cairn` command.
 //!
-//! It has no subcommands yet: `info` arrives with the index issue, and `backup`, `restore`,
-//! `cat`, `read`, `verify` and `demo` with the reader issue. Until then it says so and exits
-//! with the usage-error code, rather than pretend.
+//! Today it has `info`; `backup`, `restore`, `cat`, `read`, `verify` and `demo` arrive with the
+//! reader. Exit codes: 0 ok, 1 a data or verification error (one line on stderr naming the file
+//! and the problem), 2 a usage error.
+
+mod info;
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    let version = env!("CARGO_PKG_VERSION");
-    let asked_version = std::env::args()
-        .skip(1)
-        .any(|a| a == "--version" || a == "-V");
-    if asked_version {
-        println!("cairn {version}");
-        return ExitCode::SUCCESS;
+use clap::{Parser, Subcommand};
+
+/// Reads and inspects deduplicated backup data: PBS datastores and casync stores.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a chunk index (.fidx, .didx, .caibx, .caidx): format, sizes, chunks, dedup.
+    Info(info::InfoArgs),
+}
+
+/// A failure to report: one line, and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// A data or verification error (exit code 1).
+    pub(crate) fn data(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 1,
+        }
     }
-    eprintln!(
-        "cairn {version}: no commands are available yet (info, backup, restore, read, verify and \
-         demo are planned); see README.md"
-    );
-    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("cairn: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
 }

@@ -1,0 +1,265 @@
+//! `cairn info`: what an index holds.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use cairn_index::{ChunkIndex, Digest, Hex, Index, OpenOptions};
+use serde_json::{Value, json};
+
+use crate::Failure;
+
+/// Arguments of `cairn info`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InfoArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The index file.
+    index: PathBuf,
+}
+
+/// The figures `info` reports, computed in one pass over the chunks.
+struct Summary {
+    unique_chunks: usize,
+    unique_bytes: u64,
+    /// Length, first chunk and digest of the longest run of one repeated digest.
+    longest_run: Option<(usize, usize, Digest)>,
+}
+
+fn summarise(index: &dyn ChunkIndex) -> Summary {
+    let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(index.chunk_count());
+    let mut longest_run: Option<(usize, usize, Digest)> = None;
+    let mut run: Option<(usize, usize, Digest)> = None;
+    for chunk in index.chunks() {
+        sizes.entry(chunk.digest).or_insert(chunk.len());
+        run = match run {
+            Some((len, first, digest)) if digest == chunk.digest => Some((len + 1, first, digest)),
+            _ => Some((1, chunk.index, chunk.digest)),
+        };
+        if run.map(|r| r.0) > longest_run.map(|r| r.0) {
+            longest_run = run;
+        }
+    }
+    Summary {
+        unique_chunks: sizes.len(),
+        unique_bytes: sizes.values().sum(),
+        longest_run,
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(size: u64, unique_bytes: u64) -> f64 {
+    if unique_bytes == 0 {
+        1.0
+    } else {
+        size as f64 / unique_bytes as f64
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn report(index: &Index, summary: &Summary, checksum_ok: Option<bool>) -> Value {
+    let size = index.image_size();
+    let mut value = json!({
+        "file": index_path(index),
+        "format": index.format().name(),
+        "digest": index.digest_algorithm().name(),
+        "size": size,
+        "chunks": index.chunk_count(),
+        "unique_chunks": summary.unique_chunks,
+        "unique_bytes": summary.unique_bytes,
+        "dedup_ratio": ratio(size, summary.unique_bytes),
+        "checksum_ok": checksum_ok,
+        "largest_run": summary.longest_run.map(|(len, first, digest)| json!({
+            "chunks": len,
+            "first_chunk": first,
+            "digest": Hex(digest).to_string(),
+        })),
+    });
+    match index {
+        Index::Fixed(fixed) => {
+            value["uuid"] = json!(fixed.header().uuid_hex());
+            value["ctime"] = json!(fixed.header().ctime);
+            value["chunk_size"] = json!(fixed.chunk_size());
+        }
+        Index::Dynamic(dynamic) => {
+            value["uuid"] = json!(dynamic.header().uuid_hex());
+            value["ctime"] = json!(dynamic.header().ctime);
+        }
+        Index::Casync(casync) => {
+            let p = casync.params();
+            value["chunk_size_min"] = json!(p.min);
+            value["chunk_size_avg"] = json!(p.avg);
+            value["chunk_size_max"] = json!(p.max);
+            value["feature_flags"] = json!(format!("{:#018x}", p.flags));
+        }
+        _ => {}
+    }
+    value
+}
+
+fn index_path(index: &Index) -> String {
+    let origin = match index {
+        Index::Fixed(i) => i.origin(),
+        Index::Dynamic(i) => i.origin(),
+        Index::Casync(i) => i.origin(),
+        _ => return String::new(),
+    };
+    origin.to_string()
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = n as f64;
+    let mut unit = "bytes";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    if unit == "bytes" {
+        format!("{n} bytes")
+    } else {
+        format!("{n} bytes ({value:.1} {unit})")
+    }
+}
+
+fn text(value: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |key: &str, text: String| {
+        out.push_str(&format!("{key:<15} {text}\n"));
+    };
+    let field = |key: &str| value.get(key).filter(|v| !v.is_null());
+    line(
+        "file:",
+        value["file"].as_str().unwrap_or_default().to_owned(),
+    );
+    line(
+        "format:",
+        value["format"].as_str().unwrap_or_default().to_owned(),
+    );
+    line(
+        "digest:",
+        value["digest"].as_str().unwrap_or_default().to_owned(),
+    );
+    if let Some(uuid) = field("uuid").and_then(Value::as_str) {
+        line("uuid:", uuid.to_owned());
+    }
+    if let Some(ctime) = field("ctime").and_then(Value::as_i64) {
+        line("ctime:", format!("{ctime} ({})", rfc3339(ctime)));
+    }
+    if let Some(cs) = field("chunk_size").and_then(Value::as_u64) {
+        line("chunk size:", bytes(cs));
+    }
+    if let Some(min) = field("chunk_size_min").and_then(Value::as_u64) {
+        let avg = value["chunk_size_avg"].as_u64().unwrap_or_default();
+        let max = value["chunk_size_max"].as_u64().unwrap_or_default();
+        line("chunk sizes:", format!("min {min}, avg {avg}, max {max}"));
+    }
+    line(
+        "image size:",
+        bytes(value["size"].as_u64().unwrap_or_default()),
+    );
+    line("chunks:", value["chunks"].to_string());
+    line(
+        "unique chunks:",
+        format!(
+            "{}, {}",
+            value["unique_chunks"],
+            bytes(value["unique_bytes"].as_u64().unwrap_or_default())
+        ),
+    );
+    if let Some(run) = field("largest_run") {
+        let first = run["first_chunk"].as_u64().unwrap_or_default();
+        let len = run["chunks"].as_u64().unwrap_or_default();
+        line(
+            "largest run:",
+            format!(
+                "{len} chunks of {} (chunks {first} to {})",
+                run["digest"].as_str().unwrap_or_default(),
+                first + len.saturating_sub(1)
+            ),
+        );
+    }
+    let checksum = match value["checksum_ok"].as_bool() {
+        Some(true) => "verified".to_owned(),
+        Some(false) => "MISMATCH".to_owned(),
+        None => "none in this format".to_owned(),
+    };
+    line("checksum:", checksum);
+    line(
+        "dedup ratio:",
+        format!("{:.2}", value["dedup_ratio"].as_f64().unwrap_or(1.0)),
+    );
+    out
+}
+
+/// Runs `cairn info`.
+pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
+    // Open without the checksum check so a mismatch is reported, not just refused.
+    let options = OpenOptions::new().verify_checksum(false);
+    let index = Index::open_with(&args.index, &options).map_err(Failure::data)?;
+    let checksum_ok = index.checksum_matches();
+    let summary = summarise(index.as_dyn());
+    let value = report(&index, &summary, checksum_ok);
+    let printed = if args.json {
+        serde_json::to_string(&value).unwrap_or_default() + "\n"
+    } else {
+        text(&value)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(printed.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::data(format!("cannot write to stdout: {e}")))?;
+    if checksum_ok == Some(false) {
+        return Err(Failure::data(format!(
+            "{}: index checksum mismatch: the header does not match the entries",
+            args.index.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_715_091_951), "2024-05-07T14:25:51Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(5), "5 bytes");
+        assert_eq!(bytes(104_859_232), "104859232 bytes (100.0 MiB)");
+    }
+}
