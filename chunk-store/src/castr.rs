@@ -1,0 +1,197 @@
+//! A casync chunk store (`.castr`) on local disk: `<base>/<first 4 hex>/<hex id>.cacnk`, or
+//! `<hex id>` with no suffix for an uncompressed chunk.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::digest::{Digest, to_hex};
+use crate::error::{DigestHex, Location, Result, StoreError};
+use crate::fs::{insert_chunk_file, list_chunk_files, read_chunk_file};
+use crate::pbs::blocking;
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+
+/// A casync `.castr` store on local disk.
+///
+/// Reads compressed (`.cacnk`) and uncompressed chunks; writes zstd `.cacnk` files atomically.
+/// Temporary files of casync (`<id>.<hex>.tmp`), desync (`.tmp-cacnk*`) and cairn are never
+/// taken for chunks.
+#[derive(Debug, Clone)]
+pub struct CastrStore {
+    base: PathBuf,
+    name: Arc<str>,
+    fsync: bool,
+}
+
+impl CastrStore {
+    /// Opens the store folder at `base`.
+    ///
+    /// # Errors
+    /// [`StoreError::Store`] if `base` is not a folder.
+    pub fn open(base: impl AsRef<Path>) -> Result<Self> {
+        let store = Self::at(base.as_ref());
+        match std::fs::metadata(&store.base) {
+            Ok(meta) if meta.is_dir() => Ok(store),
+            Ok(_) => Err(store.problem("is not a casync store: not a folder", None)),
+            Err(e) => Err(store.problem("is not a casync store", Some(e))),
+        }
+    }
+
+    /// Creates the store folder at `base` if needed and opens it.
+    ///
+    /// # Errors
+    /// [`StoreError::Store`] if the folder cannot be created.
+    pub fn create(base: impl AsRef<Path>) -> Result<Self> {
+        let store = Self::at(base.as_ref());
+        std::fs::create_dir_all(&store.base)
+            .map_err(|e| store.problem("cannot create the store", Some(e)))?;
+        Ok(store)
+    }
+
+    fn at(base: &Path) -> Self {
+        Self {
+            base: base.to_path_buf(),
+            name: Arc::from(format!("castr:{}", base.display())),
+            fsync: false,
+        }
+    }
+
+    fn problem(&self, problem: &str, source: Option<io::Error>) -> StoreError {
+        StoreError::Store {
+            store: Arc::clone(&self.name),
+            problem: problem.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether inserts fsync each chunk before it appears.
+    #[must_use]
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// The store's folder.
+    #[must_use]
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Where the compressed chunk `digest` lives.
+    #[must_use]
+    pub fn chunk_path(&self, digest: &Digest) -> PathBuf {
+        let hex = to_hex(digest);
+        self.base.join(&hex[..4]).join(format!("{hex}.cacnk"))
+    }
+
+    /// Where an uncompressed chunk `digest` would live.
+    #[must_use]
+    pub fn uncompressed_chunk_path(&self, digest: &Digest) -> PathBuf {
+        let hex = to_hex(digest);
+        self.base.join(&hex[..4]).join(hex)
+    }
+
+    /// Every chunk in the store, compressed or not (skipping temporary files), sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Store`] if a folder cannot be listed.
+    pub fn digests(&self) -> Result<Vec<Digest>> {
+        let mut all = list_chunk_files(&self.base, ".cacnk")
+            .and_then(|mut compressed| {
+                compressed.extend(list_chunk_files(&self.base, "")?);
+                Ok(compressed)
+            })
+            .map_err(|e| self.problem("cannot list the chunks", Some(e)))?;
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for CastrStore {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn encoding(&self) -> ChunkEncoding {
+        ChunkEncoding::Casync
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+        let compressed = self.chunk_path(digest);
+        let plain = self.uncompressed_chunk_path(digest);
+        let (c, p) = (compressed.clone(), plain.clone());
+        let read = blocking(move || {
+            if let Some(bytes) = read_chunk_file(&c)? {
+                return Ok(Some((EncodedFormat::CasyncCompressed, bytes, c)));
+            }
+            Ok(read_chunk_file(&p)?.map(|bytes| (EncodedFormat::CasyncUncompressed, bytes, p)))
+        })
+        .await;
+        match read {
+            Ok(Some((format, bytes, path))) => Ok(EncodedChunk {
+                format,
+                bytes,
+                location: Location::Path(path),
+            }),
+            Ok(None) => Err(StoreError::Missing {
+                store: Arc::clone(&self.name),
+                digest: DigestHex(*digest),
+                location: Location::Path(compressed),
+            }),
+            Err(source) => Err(StoreError::Read {
+                store: Arc::clone(&self.name),
+                digest: DigestHex(*digest),
+                location: Location::Path(compressed),
+                source,
+            }),
+        }
+    }
+
+    async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
+        let path = self.chunk_path(digest);
+        let plain = self.uncompressed_chunk_path(digest);
+        let write_path = path.clone();
+        let fsync = self.fsync;
+        blocking(move || {
+            if std::fs::metadata(&plain).is_ok_and(|m| m.is_file() && m.len() > 0) {
+                return Ok(PutOutcome::AlreadyPresent);
+            }
+            insert_chunk_file(&write_path, &encoded, fsync)
+        })
+        .await
+        .map_err(|source| StoreError::Write {
+            store: Arc::clone(&self.name),
+            digest: DigestHex(*digest),
+            location: Location::Path(path),
+            source,
+        })
+    }
+
+    async fn contains(&self, digest: &Digest) -> Result<bool> {
+        let paths = [
+            self.chunk_path(digest),
+            self.uncompressed_chunk_path(digest),
+        ];
+        let location = Location::Path(paths[0].clone());
+        blocking(move || {
+            for path in &paths {
+                match std::fs::metadata(path) {
+                    Ok(meta) if meta.is_file() => return Ok(true),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(false)
+        })
+        .await
+        .map_err(|source| StoreError::Read {
+            store: Arc::clone(&self.name),
+            digest: DigestHex(*digest),
+            location,
+            source,
+        })
+    }
+}

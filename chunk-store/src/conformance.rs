@@ -1,0 +1,185 @@
+//! One conformance suite every store runs (feature `testing`): the behaviour a `ChunkStore`
+//! promises, checked the same way for each implementation.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // a test suite: a failure is a panic
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::digest::{Digest, DigestAlgorithm};
+use crate::error::StoreError;
+use crate::source::{ChunkSource, encode_chunk};
+use crate::store::{ChunkStore, PutOutcome};
+
+/// A store under test, with a way to damage one of its chunks.
+pub trait ConformanceTarget: Send + Sync {
+    /// The store.
+    fn store(&self) -> Arc<dyn ChunkStore>;
+
+    /// The digest algorithm of the chunks (SHA-256 unless overridden).
+    fn algorithm(&self) -> DigestAlgorithm {
+        DigestAlgorithm::Sha256
+    }
+
+    /// Overwrites the stored bytes of `digest` with bytes that do not decode to its plaintext.
+    fn damage(&self, digest: &Digest);
+}
+
+/// Deterministic test data: half compressible text, half noise.
+#[must_use]
+pub fn sample_chunk(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|i| {
+            if (i / 4096) % 2 == 0 {
+                b"cairn keeps chunks "[i % 19]
+            } else {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            }
+        })
+        .collect()
+}
+
+/// Runs every check against `target`. Needs a multi-threaded tokio runtime.
+///
+/// # Panics
+/// On the first failed check, with a message naming it: this is a test suite.
+pub async fn check_store(target: &dyn ConformanceTarget) {
+    let store = target.store();
+    let source = ChunkSource::new(Arc::clone(&store), target.algorithm());
+
+    // Round trips of empty, tiny and 4 MiB chunks.
+    for (seed, len) in [(1u64, 0usize), (2, 1), (3, 100), (4, 4 << 20)] {
+        let plaintext = sample_chunk(seed, len);
+        let (digest, outcome) = source.write(plaintext.clone()).await.unwrap();
+        assert_eq!(
+            outcome,
+            PutOutcome::Inserted,
+            "round trip {len}: first put inserts"
+        );
+        assert_eq!(digest, target.algorithm().digest(&plaintext));
+        assert!(
+            store.contains(&digest).await.unwrap(),
+            "round trip {len}: contains"
+        );
+        let read = source.read(&digest, len).await.unwrap();
+        assert!(read == plaintext, "round trip {len}: same bytes back");
+        // Duplicate puts.
+        let (_, again) = source.write(plaintext).await.unwrap();
+        assert_eq!(
+            again,
+            PutOutcome::AlreadyPresent,
+            "duplicate put of {len} bytes"
+        );
+    }
+
+    // A missing chunk.
+    let absent = target.algorithm().digest(b"never stored");
+    let error = source.read(&absent, 12).await.unwrap_err();
+    assert!(
+        error.is_missing(),
+        "missing chunk gives Missing, got: {error}"
+    );
+    assert!(
+        error.to_string().contains(&**store.name()),
+        "the error names the store: {error}"
+    );
+    assert!(!store.contains(&absent).await.unwrap());
+
+    // A corrupt chunk.
+    let plaintext = sample_chunk(5, 10_000);
+    let (digest, _) = source.write(plaintext.clone()).await.unwrap();
+    target.damage(&digest);
+    let error = source.read(&digest, plaintext.len()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Corrupt { .. }
+                | StoreError::DigestMismatch { .. }
+                | StoreError::LengthMismatch { .. }
+        ),
+        "a damaged chunk is corrupt, got: {error}"
+    );
+
+    // The wrong expected length.
+    let plaintext = sample_chunk(6, 5000);
+    let (digest, _) = source.write(plaintext.clone()).await.unwrap();
+    let error = source.read(&digest, 4999).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::LengthMismatch { .. } | StoreError::Corrupt { .. }
+        ),
+        "a shorter expected length is an error, got: {error}"
+    );
+    let error = source.read(&digest, 5001).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::LengthMismatch {
+                expected: 5001,
+                actual: 5000,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // Data that does not match its digest.
+    let wrong: Digest = target.algorithm().digest(b"another chunk");
+    let error = source
+        .write_with_digest(&wrong, sample_chunk(7, 300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::DigestMismatch { .. }),
+        "{error}"
+    );
+    assert!(
+        !store.contains(&wrong).await.unwrap(),
+        "a rejected chunk is not stored"
+    );
+    let encoded = encode_chunk(&sample_chunk(7, 300), store.encoding()).unwrap();
+    store.put(&wrong, encoded).await.unwrap();
+    let error = source.read(&wrong, 300).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::DigestMismatch { .. }),
+        "raw put, verified read: {error}"
+    );
+
+    // 32 concurrent puts and gets of 8 overlapping chunks: each inserted exactly once.
+    let chunks: Vec<Vec<u8>> = (0..8)
+        .map(|i| sample_chunk(100 + i, 20_000 + i as usize))
+        .collect();
+    let chunks = Arc::new(chunks);
+    let tasks: Vec<_> = (0..32)
+        .map(|task| {
+            let (source, chunks) = (source.clone(), Arc::clone(&chunks));
+            tokio::spawn(async move {
+                let plaintext = chunks[task % 8].clone();
+                let len = plaintext.len();
+                let (digest, outcome) = source.write(plaintext.clone()).await.unwrap();
+                let read = source.read(&digest, len).await.unwrap();
+                assert!(read == plaintext, "concurrent round trip");
+                (digest, outcome)
+            })
+        })
+        .collect();
+    let mut inserted = 0;
+    let mut digests = HashSet::new();
+    for task in tasks {
+        let (digest, outcome) = task.await.unwrap();
+        digests.insert(digest);
+        if outcome == PutOutcome::Inserted {
+            inserted += 1;
+        }
+    }
+    assert_eq!(digests.len(), 8);
+    assert_eq!(
+        inserted, 8,
+        "each of 8 chunks inserted exactly once by 32 concurrent puts"
+    );
+}

@@ -1,0 +1,228 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::digest::Digest;
+
+/// A digest shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DigestHex(pub Digest);
+
+impl fmt::Display for DigestHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DigestHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Where a chunk lives in its store: a file, an object key, or memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A file on disk.
+    Path(PathBuf),
+    /// A key in an object store or under a URL.
+    Key(String),
+    /// In memory.
+    Memory,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(path) => write!(f, "{}", path.display()),
+            Self::Key(key) => f.write_str(key),
+            Self::Memory => f.write_str("memory"),
+        }
+    }
+}
+
+/// Everything that can go wrong encoding, decoding, storing or fetching a chunk.
+///
+/// Store-level variants name the store, the digest and where the chunk is; codec-level variants
+/// (from decoding bytes directly) describe the bytes, and the store layer wraps them in
+/// [`StoreError::Corrupt`] with that context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store has no chunk with this digest.
+    #[error("{store}: chunk {digest} is missing (not at {location})")]
+    Missing {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it was looked for.
+        location: Location,
+    },
+    /// The chunk exists but could not be read.
+    #[error("{store}: cannot read chunk {digest} at {location}: {source}")]
+    Read {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it is.
+        location: Location,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The chunk could not be written.
+    #[error("{store}: cannot write chunk {digest} at {location}: {source}")]
+    Write {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it was going.
+        location: Location,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The store itself cannot be used (missing folder, not a datastore).
+    #[error("{store}: {problem}")]
+    Store {
+        /// The store.
+        store: Arc<str>,
+        /// What is wrong, in words.
+        problem: String,
+        /// The operating system's error, if one caused it.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The chunk's bytes do not decode; the source says why.
+    #[error("{store}: chunk {digest} at {location} is corrupt: {source}")]
+    Corrupt {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it is.
+        location: Location,
+        /// The codec's error.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The chunk decodes, but to data with another digest.
+    #[error("{store}: chunk {digest} at {location} decodes to data whose digest is {actual}")]
+    DigestMismatch {
+        /// The store.
+        store: Arc<str>,
+        /// The digest asked for.
+        digest: DigestHex,
+        /// Where it is.
+        location: Location,
+        /// The digest of what it decoded to.
+        actual: DigestHex,
+    },
+    /// The chunk decodes to a length other than the one expected.
+    #[error("{store}: chunk {digest} at {location} decodes to {actual} bytes, expected {expected}")]
+    LengthMismatch {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it is.
+        location: Location,
+        /// The length expected (from the index).
+        expected: u64,
+        /// The length found.
+        actual: u64,
+    },
+    /// Decoding ran into a panic or its task was cancelled; nothing was returned.
+    #[error("{store}: decoding chunk {digest} failed: {message}")]
+    DecodeTask {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// What happened.
+        message: String,
+    },
+    /// A fault injected by a test store.
+    #[error("{store}: injected fault on chunk {digest}")]
+    Injected {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+    },
+
+    // Codec errors: about bytes, without store context.
+    /// The bytes start with no chunk format cairn knows.
+    #[error("unknown chunk format (first bytes {found})")]
+    UnknownFormat {
+        /// The first bytes, in hex.
+        found: String,
+    },
+    /// The bytes end before their header does.
+    #[error("truncated: {len} bytes, the header needs {needed}")]
+    Truncated {
+        /// The length.
+        len: usize,
+        /// The header's length.
+        needed: usize,
+    },
+    /// The PBS blob's CRC-32 does not match its payload.
+    #[error("CRC-32 mismatch: header {expected:#010x}, payload {actual:#010x}")]
+    CrcMismatch {
+        /// The CRC in the header.
+        expected: u32,
+        /// The CRC of the payload.
+        actual: u32,
+    },
+    /// An encrypted PBS blob; decryption needs the key.
+    #[error("encrypted chunk: key required")]
+    Encrypted,
+    /// Too large to accept: over the 128 MiB blob limit or over the expected decoded length.
+    #[error("{what} of {size} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size (a lower bound when decoding stopped early).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The compressed stream is invalid.
+    #[error("{codec} stream is invalid: {source}")]
+    Decompress {
+        /// `zstd`, `xz` or `gzip`.
+        codec: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The chunk needs a codec this build left out (a cargo feature).
+    #[error("{codec} chunks need the `{feature}` feature of cairn-chunk-store")]
+    CodecDisabled {
+        /// The codec.
+        codec: &'static str,
+        /// The feature that enables it.
+        feature: &'static str,
+    },
+}
+
+impl StoreError {
+    /// Whether this error means the chunk is absent (as opposed to present but unusable).
+    #[must_use]
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Missing { .. })
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

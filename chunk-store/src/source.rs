@@ -1,0 +1,236 @@
+//! The decoding layer: verified plaintext out, encoded chunks in. Decoding, hashing and encoding
+//! run on blocking threads, at most one per core at a time, so the async workers stay free and
+//! both cores work.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::blob::{MAX_BLOB_SIZE, decode_blob, encode_blob};
+use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
+use crate::digest::{Digest, DigestAlgorithm};
+use crate::error::{DigestHex, Location, Result, StoreError};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+
+/// Decodes `chunk` to at most `max_len` bytes of plaintext (no digest check).
+///
+/// # Errors
+/// The codec's error for bytes that do not decode.
+pub fn decode_chunk(chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u8>> {
+    match chunk.format {
+        EncodedFormat::PbsBlob => decode_blob(&chunk.bytes, max_len),
+        EncodedFormat::CasyncCompressed => decode_casync_chunk(&chunk.bytes, max_len),
+        EncodedFormat::CasyncUncompressed => {
+            if chunk.bytes.len() > max_len {
+                return Err(StoreError::TooLarge {
+                    what: "decoded chunk",
+                    size: chunk.bytes.len() as u64,
+                    limit: max_len as u64,
+                });
+            }
+            Ok(chunk.bytes.clone())
+        }
+    }
+}
+
+/// Encodes `plaintext` the way a store of `encoding` keeps it.
+///
+/// # Errors
+/// [`StoreError::TooLarge`] over 128 MiB.
+pub fn encode_chunk(plaintext: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>> {
+    match encoding {
+        ChunkEncoding::Casync => {
+            if plaintext.len() > MAX_BLOB_SIZE {
+                return Err(StoreError::TooLarge {
+                    what: "chunk",
+                    size: plaintext.len() as u64,
+                    limit: MAX_BLOB_SIZE as u64,
+                });
+            }
+            encode_casync_chunk(plaintext)
+        }
+        _ => encode_blob(plaintext),
+    }
+}
+
+/// Verified chunks from a [`ChunkStore`]: the only way plaintext leaves this crate.
+///
+/// [`read`](ChunkSource::read) fetches, decodes and checks that the plaintext has the requested
+/// digest (SHA-256, or SHA-512/256 for casync indexes that say so) and the expected length.
+/// [`write`](ChunkSource::write) hashes, encodes and stores.
+#[derive(Debug, Clone)]
+pub struct ChunkSource {
+    store: Arc<dyn ChunkStore>,
+    algorithm: DigestAlgorithm,
+    cpu: Arc<Semaphore>,
+}
+
+impl ChunkSource {
+    /// Chunks of `store` whose digests use `algorithm`, decoded on at most one blocking thread
+    /// per core.
+    #[must_use]
+    pub fn new(store: Arc<dyn ChunkStore>, algorithm: DigestAlgorithm) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::with_cpu_limit(store, algorithm, cores)
+    }
+
+    /// Like [`new`](ChunkSource::new), with at most `threads` decoding at once (at least 1).
+    #[must_use]
+    pub fn with_cpu_limit(
+        store: Arc<dyn ChunkStore>,
+        algorithm: DigestAlgorithm,
+        threads: usize,
+    ) -> Self {
+        Self {
+            store,
+            algorithm,
+            cpu: Arc::new(Semaphore::new(threads.max(1))),
+        }
+    }
+
+    /// The store underneath.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn ChunkStore> {
+        &self.store
+    }
+
+    /// The digest algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> DigestAlgorithm {
+        self.algorithm
+    }
+
+    /// The plaintext of chunk `digest`, which must be `expected_len` bytes long.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] or [`StoreError::Read`] from the store;
+    /// [`StoreError::Corrupt`] (wrapping the codec's error), [`StoreError::LengthMismatch`] or
+    /// [`StoreError::DigestMismatch`] for a chunk that is there but wrong;
+    /// [`StoreError::TooLarge`] for an expected length over 128 MiB;
+    /// [`StoreError::DecodeTask`] if decoding panicked.
+    pub async fn read(&self, digest: &Digest, expected_len: usize) -> Result<Vec<u8>> {
+        if expected_len > MAX_BLOB_SIZE {
+            return Err(StoreError::TooLarge {
+                what: "expected chunk length",
+                size: expected_len as u64,
+                limit: MAX_BLOB_SIZE as u64,
+            });
+        }
+        let encoded = self.store.get(digest).await?;
+        let algorithm = self.algorithm;
+        let location = encoded.location.clone();
+        let decoded = self
+            .on_cpu(digest, move || {
+                let plaintext = decode_chunk(&encoded, expected_len)?;
+                let actual = if plaintext.len() == expected_len {
+                    Some(algorithm.digest(&plaintext))
+                } else {
+                    None
+                };
+                Ok((plaintext, actual))
+            })
+            .await;
+        let store = Arc::clone(self.store.name());
+        let (plaintext, actual) = decoded.map_err(|error| match error {
+            task @ StoreError::DecodeTask { .. } => task,
+            codec => StoreError::Corrupt {
+                store: Arc::clone(&store),
+                digest: DigestHex(*digest),
+                location: location.clone(),
+                source: Box::new(codec),
+            },
+        })?;
+        match actual {
+            None => Err(StoreError::LengthMismatch {
+                store,
+                digest: DigestHex(*digest),
+                location,
+                expected: expected_len as u64,
+                actual: plaintext.len() as u64,
+            }),
+            Some(actual) if actual != *digest => Err(StoreError::DigestMismatch {
+                store,
+                digest: DigestHex(*digest),
+                location,
+                actual: DigestHex(actual),
+            }),
+            Some(_) => Ok(plaintext),
+        }
+    }
+
+    /// Hashes, encodes and stores `plaintext`; returns its digest and whether it was new.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] over 128 MiB, or the store's write error.
+    pub async fn write(&self, plaintext: Vec<u8>) -> Result<(Digest, PutOutcome)> {
+        self.write_checked(None, plaintext).await
+    }
+
+    /// Stores `plaintext` under `digest` after checking that it is its digest.
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] if `plaintext` does not hash to `digest`; otherwise as
+    /// [`write`](ChunkSource::write).
+    pub async fn write_with_digest(
+        &self,
+        digest: &Digest,
+        plaintext: Vec<u8>,
+    ) -> Result<PutOutcome> {
+        let (_, outcome) = self.write_checked(Some(*digest), plaintext).await?;
+        Ok(outcome)
+    }
+
+    async fn write_checked(
+        &self,
+        expected: Option<Digest>,
+        plaintext: Vec<u8>,
+    ) -> Result<(Digest, PutOutcome)> {
+        let algorithm = self.algorithm;
+        let encoding = self.store.encoding();
+        let store = Arc::clone(self.store.name());
+        let (digest, encoded) = self
+            .on_cpu(&expected.unwrap_or_default(), move || {
+                let digest = algorithm.digest(&plaintext);
+                if let Some(expected) = expected
+                    && expected != digest
+                {
+                    return Err(StoreError::DigestMismatch {
+                        store,
+                        digest: DigestHex(expected),
+                        location: Location::Memory,
+                        actual: DigestHex(digest),
+                    });
+                }
+                Ok((digest, encode_chunk(&plaintext, encoding)?))
+            })
+            .await?;
+        let outcome = self.store.put(&digest, encoded).await?;
+        Ok((digest, outcome))
+    }
+
+    /// Runs CPU-heavy `work` on a blocking thread, at most `threads` at once; in place when not
+    /// inside a runtime.
+    async fn on_cpu<T, F>(&self, digest: &Digest, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return work();
+        }
+        let _permit = self.cpu.acquire().await.ok();
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|join| {
+                Err(StoreError::DecodeTask {
+                    store: Arc::clone(self.store.name()),
+                    digest: DigestHex(*digest),
+                    message: if join.is_panic() {
+                        "the decoder panicked".to_owned()
+                    } else {
+                        "the decoding task was cancelled".to_owned()
+                    },
+                })
+            })
+    }
+}
