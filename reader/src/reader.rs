@@ -1,0 +1,482 @@
+//! The cached chunk reader.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cairn_cache::{Cache, CacheBuilder, CacheStats, Weighter};
+use cairn_chunk_store::{ChunkSource, ChunkStore, DigestAlgorithm, DigestHex, MAX_BLOB_SIZE};
+use cairn_index::{ChunkIndex, ChunkInfo, Digest};
+use futures_util::{StreamExt as _, stream};
+
+use crate::error::{ChunkFailure, ReaderError, SharedStoreError};
+use crate::zero::zero_digests;
+
+/// A decoded chunk as the cache holds it.
+pub type ChunkData = Arc<Vec<u8>>;
+
+/// The chunk cache: decoded chunks by digest, weighed in bytes. Share one between readers (all
+/// disks of a VM, all NBD connections) by passing clones of it to [`ChunkReader::with_cache`].
+pub type ChunkCache = Cache<Digest, ChunkData, ByteWeigher>;
+
+/// Weighs a chunk by its length in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByteWeigher;
+
+impl Weighter<Digest, ChunkData> for ByteWeigher {
+    fn weight(&self, _: &Digest, chunk: &ChunkData) -> u64 {
+        chunk.len() as u64
+    }
+}
+
+/// A chunk cache of at most `capacity_bytes` of decoded chunks.
+#[must_use]
+pub fn chunk_cache(capacity_bytes: u64) -> ChunkCache {
+    CacheBuilder::new(capacity_bytes)
+        .weighter(ByteWeigher)
+        .build()
+}
+
+/// How a reader fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReaderOptions {
+    /// Chunks one read fetches at the same time (at least 1). Default 8: enough to keep a
+    /// local store and both cores busy; remote stores want more.
+    pub concurrency: usize,
+    /// Chunks fetched ahead of sequential reads (0 turns readahead off). Default 4.
+    pub readahead_chunks: usize,
+    /// At most this many bytes fetched ahead, and never more than half the cache. Default 64 MiB.
+    pub readahead_bytes: u64,
+    /// The capacity of the reader's own cache, when it makes one. Default 256 MiB.
+    pub cache_bytes: u64,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            readahead_chunks: 4,
+            readahead_bytes: 64 << 20,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+impl ReaderOptions {
+    /// Sets [`concurrency`](ReaderOptions::concurrency).
+    #[must_use]
+    pub fn concurrency(mut self, chunks: usize) -> Self {
+        self.concurrency = chunks.max(1);
+        self
+    }
+
+    /// Sets [`readahead_chunks`](ReaderOptions::readahead_chunks).
+    #[must_use]
+    pub fn readahead_chunks(mut self, chunks: usize) -> Self {
+        self.readahead_chunks = chunks;
+        self
+    }
+
+    /// Sets [`readahead_bytes`](ReaderOptions::readahead_bytes).
+    #[must_use]
+    pub fn readahead_bytes(mut self, bytes: u64) -> Self {
+        self.readahead_bytes = bytes;
+        self
+    }
+
+    /// Sets [`cache_bytes`](ReaderOptions::cache_bytes).
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}
+
+/// What a reader has done, from [`ChunkReader::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReaderStats {
+    /// Bytes returned by reads.
+    pub bytes_served: u64,
+    /// Chunks this reader fetched from the store (cache misses it started).
+    pub chunks_fetched: u64,
+    /// Chunk reads served as zeros without a fetch.
+    pub zero_chunks: u64,
+    /// Chunks fetched ahead of sequential reads.
+    pub readahead_issued: u64,
+    /// Reads that found a chunk readahead had fetched.
+    pub readahead_hits: u64,
+    /// The shared cache's counters.
+    pub cache: CacheStats,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_served: AtomicU64,
+    chunks_fetched: AtomicU64,
+    zero_chunks: AtomicU64,
+    readahead_issued: AtomicU64,
+    readahead_hits: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Readahead {
+    /// Where a sequential read would start next.
+    next_offset: u64,
+    /// Chunks before this one have been read or fetched ahead already.
+    ahead_until: usize,
+    /// Digests fetched ahead and not read yet.
+    fetched: HashSet<Digest>,
+}
+
+/// Random access to the image an index describes, every chunk fetched through a shared cache.
+///
+/// Cheap to clone; clones share everything. Reads spanning several chunks fetch them
+/// concurrently; chunks known to be zeros are served without a fetch or cache space; sequential
+/// reads trigger readahead. Every chunk is verified (digest and length) before it is cached.
+#[derive(Debug, Clone)]
+pub struct ChunkReader {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    index: Arc<dyn ChunkIndex>,
+    source: ChunkSource,
+    cache: ChunkCache,
+    zeros: HashSet<(Digest, u64)>,
+    options: ReaderOptions,
+    counters: Counters,
+    readahead: Mutex<Readahead>,
+}
+
+/// The chunk-store digest algorithm that matches an index's.
+fn store_algorithm(index: &dyn ChunkIndex) -> DigestAlgorithm {
+    match index.digest_algorithm() {
+        cairn_index::DigestAlgorithm::Sha512_256 => DigestAlgorithm::Sha512_256,
+        _ => DigestAlgorithm::Sha256,
+    }
+}
+
+impl ChunkReader {
+    /// A reader of `index` over `store`, with a cache of its own
+    /// ([`ReaderOptions::cache_bytes`]).
+    #[must_use]
+    pub fn new(
+        index: Arc<dyn ChunkIndex>,
+        store: Arc<dyn ChunkStore>,
+        options: ReaderOptions,
+    ) -> Self {
+        let cache = chunk_cache(options.cache_bytes);
+        Self::with_cache(index, store, cache, options)
+    }
+
+    /// A reader of `index` over `store` that uses `cache`, which other readers may share.
+    #[must_use]
+    pub fn with_cache(
+        index: Arc<dyn ChunkIndex>,
+        store: Arc<dyn ChunkStore>,
+        cache: ChunkCache,
+        options: ReaderOptions,
+    ) -> Self {
+        let algorithm = store_algorithm(index.as_ref());
+        let fixed_chunk_size = (index.format() == cairn_index::IndexFormat::Fidx)
+            .then(|| index.chunk(0).map(|c| c.len()))
+            .flatten();
+        let zeros = zero_digests(index.as_ref(), algorithm, fixed_chunk_size);
+        Self {
+            inner: Arc::new(Inner {
+                source: ChunkSource::new(store, algorithm),
+                index,
+                cache,
+                zeros,
+                options: ReaderOptions {
+                    concurrency: options.concurrency.max(1),
+                    ..options
+                },
+                counters: Counters::default(),
+                readahead: Mutex::new(Readahead::default()),
+            }),
+        }
+    }
+
+    /// The image's length in bytes.
+    #[must_use]
+    pub fn image_size(&self) -> u64 {
+        self.inner.index.image_size()
+    }
+
+    /// The index.
+    #[must_use]
+    pub fn index(&self) -> &Arc<dyn ChunkIndex> {
+        &self.inner.index
+    }
+
+    /// The cache (a handle to the shared one).
+    #[must_use]
+    pub fn cache(&self) -> &ChunkCache {
+        &self.inner.cache
+    }
+
+    /// Whether `chunk` is known to be all zeros (served without a fetch).
+    #[must_use]
+    pub fn is_zero_chunk(&self, chunk: &ChunkInfo) -> bool {
+        self.inner.zeros.contains(&(chunk.digest, chunk.len()))
+    }
+
+    /// The reader's counters and the cache's.
+    #[must_use]
+    pub fn stats(&self) -> ReaderStats {
+        let c = &self.inner.counters;
+        ReaderStats {
+            bytes_served: c.bytes_served.load(Ordering::Relaxed),
+            chunks_fetched: c.chunks_fetched.load(Ordering::Relaxed),
+            zero_chunks: c.zero_chunks.load(Ordering::Relaxed),
+            readahead_issued: c.readahead_issued.load(Ordering::Relaxed),
+            readahead_hits: c.readahead_hits.load(Ordering::Relaxed),
+            cache: self.inner.cache.stats(),
+        }
+    }
+
+    /// Reads into `buf` from image offset `offset`: returns the bytes read, fewer than
+    /// `buf.len()` only at the end of the image, 0 at or past it.
+    ///
+    /// # Errors
+    /// [`ReaderError::Chunk`] naming the offset and the chunk if one cannot be fetched, decoded
+    /// or verified; [`ReaderError::ChunkLength`] if a chunk's length disagrees with the index.
+    /// The cache stays usable either way.
+    pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, ReaderError> {
+        let size = self.image_size();
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = offset.saturating_add(buf.len() as u64).min(size);
+        let index = &self.inner.index;
+        let (Some((first, _)), Some((last, _))) = (index.locate(offset), index.locate(end - 1))
+        else {
+            return Ok(0);
+        };
+        let fetches = (first..=last).map(|i| {
+            let reader = self.clone();
+            async move {
+                let info = reader.inner.index.chunk(i);
+                match info {
+                    Some(info) => reader
+                        .chunk_data(&info, offset.max(info.start))
+                        .await
+                        .map(|d| (info, d)),
+                    None => Ok((
+                        ChunkInfo {
+                            index: i,
+                            start: 0,
+                            end: 0,
+                            digest: [0; 32],
+                        },
+                        None,
+                    )),
+                }
+            }
+        });
+        let mut completed = stream::iter(fetches).buffer_unordered(self.inner.options.concurrency);
+        while let Some(result) = completed.next().await {
+            let (info, data) = result?;
+            let from = info.start.max(offset);
+            let to = info.end.min(end);
+            if from >= to {
+                continue;
+            }
+            let target = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            match data {
+                Some(data) => {
+                    let inside = (from - info.start) as usize;
+                    target.copy_from_slice(&data[inside..inside + target.len()]);
+                }
+                None => target.fill(0),
+            }
+        }
+        let read = end - offset;
+        self.inner
+            .counters
+            .bytes_served
+            .fetch_add(read, Ordering::Relaxed);
+        self.after_read(offset, end, last);
+        Ok(usize::try_from(read).unwrap_or(usize::MAX))
+    }
+
+    /// Reads exactly `buf.len()` bytes from `offset`.
+    ///
+    /// # Errors
+    /// As [`read_at`](ChunkReader::read_at), and [`ReaderError::UnexpectedEnd`] if the image ends
+    /// first.
+    pub async fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ReaderError> {
+        let read = self.read_at(buf, offset).await?;
+        if read < buf.len() {
+            return Err(ReaderError::UnexpectedEnd {
+                offset,
+                len: buf.len() as u64,
+                size: self.image_size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The plaintext of chunk `index` (zeros for a zero chunk), through the cache.
+    ///
+    /// # Errors
+    /// As [`read_at`](ChunkReader::read_at); `None` if there is no such chunk.
+    pub async fn chunk(&self, index: usize) -> Result<Option<ChunkData>, ReaderError> {
+        let Some(info) = self.inner.index.chunk(index) else {
+            return Ok(None);
+        };
+        match self.chunk_data(&info, info.start).await? {
+            Some(data) => Ok(Some(data)),
+            None => Ok(Some(Arc::new(vec![
+                0;
+                usize::try_from(info.len()).unwrap_or(0)
+            ]))),
+        }
+    }
+
+    /// The chunk's data, or `None` for a zero chunk. `offset` is for error messages.
+    async fn chunk_data(
+        &self,
+        info: &ChunkInfo,
+        offset: u64,
+    ) -> Result<Option<ChunkData>, ReaderError> {
+        if self.is_zero_chunk(info) {
+            self.inner
+                .counters
+                .zero_chunks
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let data = self.fetch(info, offset).await?;
+        let was_ahead = {
+            let mut readahead = self
+                .inner
+                .readahead
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            readahead.fetched.remove(&info.digest)
+        };
+        if was_ahead {
+            self.inner
+                .counters
+                .readahead_hits
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(data))
+    }
+
+    /// Fetches (or finds in the cache) the verified chunk `info`.
+    async fn fetch(&self, info: &ChunkInfo, offset: u64) -> Result<ChunkData, ReaderError> {
+        let len = info.len();
+        if len > MAX_BLOB_SIZE as u64 {
+            return Err(ReaderError::ChunkTooLarge {
+                chunk: info.index,
+                len,
+            });
+        }
+        let source = self.inner.source.clone();
+        let inner = Arc::clone(&self.inner);
+        let expected = usize::try_from(len).unwrap_or(usize::MAX);
+        let data = self
+            .inner
+            .cache
+            .get_or_fetch_with(info.digest, move |digest| async move {
+                inner
+                    .counters
+                    .chunks_fetched
+                    .fetch_add(1, Ordering::Relaxed);
+                source
+                    .read(&digest, expected)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| SharedStoreError(Arc::new(e)))
+            })
+            .await
+            .map_err(|error| ReaderError::Chunk {
+                offset,
+                chunk: info.index,
+                digest: DigestHex(info.digest),
+                start: info.start,
+                end: info.end,
+                source: ChunkFailure::from_cache(error),
+            })?;
+        // The cache is shared: a chunk another reader cached under this digest must still fit
+        // this index's range.
+        if data.len() as u64 != len {
+            return Err(ReaderError::ChunkLength {
+                chunk: info.index,
+                digest: DigestHex(info.digest),
+                start: info.start,
+                expected: len,
+                actual: data.len() as u64,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Readahead: after a read that continues the previous one, fetch the next chunks in the
+    /// background; after a read elsewhere, stop.
+    fn after_read(&self, offset: u64, end: u64, last_chunk: usize) {
+        let options = &self.inner.options;
+        if options.readahead_chunks == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let window = {
+            let mut readahead = self
+                .inner
+                .readahead
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let sequential = offset == readahead.next_offset;
+            readahead.next_offset = end;
+            if !sequential {
+                // Random access: fetch nothing ahead, forget what was.
+                readahead.ahead_until = last_chunk + 1;
+                readahead.fetched.clear();
+                return;
+            }
+            let budget = options.readahead_bytes.min(self.inner.cache.capacity() / 2);
+            let until =
+                (last_chunk + 1 + options.readahead_chunks).min(self.inner.index.chunk_count());
+            let mut window = Vec::new();
+            // Bytes ahead of this read: what is already fetched ahead counts against the budget.
+            let mut ahead = 0u64;
+            for i in last_chunk + 1..until {
+                let Some(info) = self.inner.index.chunk(i) else {
+                    break;
+                };
+                if ahead + info.len() > budget {
+                    break;
+                }
+                ahead += info.len();
+                if i < readahead.ahead_until {
+                    continue;
+                }
+                readahead.ahead_until = i + 1;
+                if !self.is_zero_chunk(&info) && !self.inner.cache.contains(&info.digest) {
+                    readahead.fetched.insert(info.digest);
+                    window.push(info);
+                }
+            }
+            window
+        };
+        for info in window {
+            self.inner
+                .counters
+                .readahead_issued
+                .fetch_add(1, Ordering::Relaxed);
+            let reader = self.clone();
+            runtime.spawn(async move {
+                // A failure here is reported when the chunk is read for real.
+                let _ = reader.fetch(&info, info.start).await;
+            });
+        }
+    }
+}
