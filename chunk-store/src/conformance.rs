@@ -76,6 +76,18 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         );
     }
 
+    // write_new encodes and stores only what is absent.
+    let fresh = sample_chunk(8, 7000);
+    let (digest, outcome) = source.write_new(fresh.clone()).await.unwrap();
+    assert_eq!(outcome, PutOutcome::Inserted, "write_new of a new chunk");
+    assert!(source.read(&digest, fresh.len()).await.unwrap() == fresh);
+    let (again, outcome) = source.write_new(fresh).await.unwrap();
+    assert_eq!(
+        (again, outcome),
+        (digest, PutOutcome::AlreadyPresent),
+        "write_new of a stored chunk"
+    );
+
     // A missing chunk.
     let absent = target.algorithm().digest(b"never stored");
     let error = source.read(&absent, 12).await.unwrap_err();

@@ -180,6 +180,29 @@ impl ChunkSource {
         Ok(outcome)
     }
 
+    /// Like [`write`](ChunkSource::write), but asks the store first and encodes only a chunk it
+    /// does not have: for backups, where most chunks of a second run are already stored.
+    ///
+    /// # Errors
+    /// As [`write`](ChunkSource::write), and the store's error from `contains`.
+    pub async fn write_new(&self, plaintext: Vec<u8>) -> Result<(Digest, PutOutcome)> {
+        let algorithm = self.algorithm;
+        let (digest, plaintext) = self
+            .on_cpu(&[0; 32], move || {
+                Ok((algorithm.digest(&plaintext), plaintext))
+            })
+            .await?;
+        if self.store.contains(&digest).await? {
+            return Ok((digest, PutOutcome::AlreadyPresent));
+        }
+        let encoding = self.store.encoding();
+        let encoded = self
+            .on_cpu(&digest, move || encode_chunk(&plaintext, encoding))
+            .await?;
+        let outcome = self.store.put(&digest, encoded).await?;
+        Ok((digest, outcome))
+    }
+
     async fn write_checked(
         &self,
         expected: Option<Digest>,

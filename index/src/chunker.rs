@@ -28,6 +28,16 @@ pub trait Chunker: Send + Sync + std::fmt::Debug {
     fn chunk_len(&self, data: &[u8]) -> usize;
 }
 
+impl<C: Chunker + ?Sized> Chunker for Box<C> {
+    fn max_size(&self) -> usize {
+        (**self).max_size()
+    }
+
+    fn chunk_len(&self, data: &[u8]) -> usize {
+        (**self).chunk_len(data)
+    }
+}
+
 /// The window of casync's chunker.
 pub const CASYNC_WINDOW: usize = 48;
 /// The window of PBS's chunker.

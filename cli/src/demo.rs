@@ -1,0 +1,301 @@
+//! `cairn demo`: the whole job on a built-in sample, with figures.
+
+use std::fs::File;
+use std::io::{BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore};
+use cairn_index::{ChunkIndex, Index};
+use cairn_reader::{ChunkReader, ReaderOptions};
+use sha2::{Digest as _, Sha256};
+
+use crate::Failure;
+use crate::backup::{self, DigestArg, Format, Plan};
+use crate::progress::{self, mb_per_s};
+use crate::restore::restore_to_file;
+
+/// Arguments of `cairn demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// The sample image's size (K, M, G suffixes).
+    #[arg(long, value_parser = backup::parse_size, default_value = "256M")]
+    size: u64,
+    /// Keep the sample, stores, indexes and restored images in this folder (created).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+const SEGMENT: usize = 4 << 20;
+
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes the deterministic sample: 4 MiB segments that are random (40%), copies of one of
+/// eight earlier blocks (30%, so they deduplicate), or zeros (30%). Returns its SHA-256.
+fn write_sample(path: &Path, size: u64) -> std::io::Result<[u8; 32]> {
+    let mut out = BufWriter::with_capacity(4 << 20, File::create(path)?);
+    let mut hasher = Sha256::new();
+    let mut blocks = vec![vec![0u8; SEGMENT]; 8];
+    for (i, block) in blocks.iter_mut().enumerate() {
+        Xorshift(0xb10c_0000 + i as u64).fill(block);
+    }
+    let mut random = Xorshift(0x5eed_cafe_f00d_d00d);
+    let mut segment = vec![0u8; SEGMENT];
+    let mut written = 0u64;
+    let mut index = 0u64;
+    while written < size {
+        let choice = (index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) % 10;
+        let piece: &[u8] = match choice {
+            0..=3 => {
+                random.fill(&mut segment);
+                &segment
+            }
+            4..=6 => &blocks[(index % 8) as usize],
+            _ => {
+                segment.fill(0);
+                &segment
+            }
+        };
+        let take = usize::try_from((size - written).min(SEGMENT as u64)).unwrap_or(SEGMENT);
+        out.write_all(&piece[..take])?;
+        hasher.update(&piece[..take]);
+        written += take as u64;
+        index += 1;
+    }
+    out.flush()?;
+    Ok(hasher.finalize().into())
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes the demo folder unless it is kept.
+struct Workspace {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn io(what: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::data(format!("{}: {e}", what.display()))
+}
+
+/// Runs `cairn demo`.
+#[allow(clippy::too_many_lines)]
+pub(crate) async fn run(args: &DemoArgs, quiet: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let workspace = match &args.keep {
+        Some(dir) => Workspace {
+            path: dir.clone(),
+            keep: true,
+        },
+        None => Workspace {
+            path: std::env::temp_dir().join(format!("cairn-demo-{}", std::process::id())),
+            keep: false,
+        },
+    };
+    let dir = &workspace.path;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let say = |line: String| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    say(format!("cairn demo in {}", dir.display()));
+
+    // 1. The sample image.
+    let image = dir.join("sample.img");
+    let t = Instant::now();
+    let expected = write_sample(&image, args.size).map_err(io(&image))?;
+    say(format!(
+        "  sample image      {} MiB (random, repeated and zero regions), sha256 {}…, made in {:.1} s",
+        args.size >> 20,
+        &hex(&expected)[..16],
+        t.elapsed().as_secs_f64()
+    ));
+
+    // 2. Back it up into a PBS datastore (fidx) and a casync store (caibx).
+    let pbs_dir = dir.join("pbs-datastore");
+    let castr_dir = dir.join("store.castr");
+    let pbs: Arc<dyn ChunkStore> = Arc::new(PbsDatastore::init(&pbs_dir).map_err(Failure::data)?);
+    let castr: Arc<dyn ChunkStore> =
+        Arc::new(CastrStore::create(&castr_dir).map_err(Failure::data)?);
+    let targets = [
+        (
+            "PBS datastore, fidx",
+            Arc::clone(&pbs),
+            dir.join("sample.fidx"),
+            Format::Fidx,
+        ),
+        (
+            "casync store, caibx",
+            Arc::clone(&castr),
+            dir.join("sample.caibx"),
+            Format::Caibx,
+        ),
+    ];
+    for (name, store, index, format) in &targets {
+        let bar = progress::bytes(args.size, "backup", quiet);
+        let plan = Plan {
+            format: *format,
+            chunk_size: None,
+            digest: DigestArg::Sha512_256,
+        };
+        let summary = backup::backup(Arc::clone(store), &image, index, plan, &bar).await?;
+        bar.finish_and_clear();
+        say(format!(
+            "  backup → {name:<20} {:>5.0} MB/s, {} chunks, {} unique, dedup ratio {:.2}",
+            mb_per_s(summary.size, summary.seconds),
+            summary.chunks,
+            summary.unique_chunks,
+            summary.dedup_ratio()
+        ));
+    }
+
+    // 3. Restore both through the reader and compare.
+    let mut restore_rates = Vec::new();
+    for (name, store, index, _) in &targets {
+        let index_value: Arc<dyn ChunkIndex> = Arc::new(Index::open(index).map_err(Failure::data)?);
+        let reader = ChunkReader::new(index_value, Arc::clone(store), ReaderOptions::default());
+        let output = dir.join(format!(
+            "restored-{}.img",
+            index.extension().and_then(|e| e.to_str()).unwrap_or("img")
+        ));
+        let bar = progress::bytes(args.size, "restore", quiet);
+        let t = Instant::now();
+        restore_to_file(&reader, &output, false, &bar).await?;
+        let seconds = t.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let actual = sha256_of(&output).map_err(io(&output))?;
+        let ok = actual == expected;
+        restore_rates.push(mb_per_s(args.size, seconds));
+        say(format!(
+            "  restore ← {name:<20} {:>5.0} MB/s, sha256 {}",
+            mb_per_s(args.size, seconds),
+            if ok { "matches" } else { "DIFFERS" }
+        ));
+        if !ok {
+            return Err(Failure::data(format!(
+                "{}: restored image differs from the sample (sha256 {})",
+                output.display(),
+                hex(&actual)
+            )));
+        }
+    }
+
+    // 4. Random reads from many tasks: first cold (concurrent readers of one chunk share its
+    // fetch), then on a warm cache.
+    let index: Arc<dyn ChunkIndex> =
+        Arc::new(Index::open(dir.join("sample.fidx")).map_err(Failure::data)?);
+    let reader = ChunkReader::new(
+        index,
+        Arc::clone(&pbs),
+        ReaderOptions::default()
+            .cache_bytes(1 << 30)
+            .readahead_chunks(0),
+    );
+    let size = reader.image_size().max(1);
+    let tasks = 64u64;
+    let reads_per_task = 4000u64;
+    let read_len = 4096usize;
+    let run_reads = |seed: u64| {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let reader = reader.clone();
+                tokio::spawn(async move {
+                    let mut state = (seed ^ t).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    let mut buf = vec![0u8; read_len];
+                    for _ in 0..reads_per_task {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let offset = state % size;
+                        reader.read_at(&mut buf, offset).await?;
+                    }
+                    Ok::<_, cairn_reader::ReaderError>(())
+                })
+            })
+            .collect();
+        async move {
+            for handle in handles {
+                handle
+                    .await
+                    .map_err(|e| Failure::data(format!("a reader task failed: {e}")))?
+                    .map_err(Failure::data)?;
+            }
+            Ok::<_, Failure>(())
+        }
+    };
+    let t = Instant::now();
+    run_reads(1).await?;
+    let cold = t.elapsed().as_secs_f64();
+    let cold_stats = reader.stats();
+    let t = Instant::now();
+    run_reads(2).await?;
+    let warm = t.elapsed().as_secs_f64();
+    let stats = reader.stats();
+    let reads = tasks * reads_per_task;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = |seconds: f64| reads as f64 / seconds.max(1e-9);
+    say(format!(
+        "  random reads      {tasks} tasks × {reads_per_task} reads of {read_len} B: cold {:.0} reads/s, warm {:.0} reads/s ({:.0} MB/s)",
+        rate(cold),
+        rate(warm),
+        mb_per_s(reads * read_len as u64, warm)
+    ));
+    let warm_hits = stats.cache.hits - cold_stats.cache.hits;
+    let warm_lookups = warm_hits
+        + (stats.cache.misses - cold_stats.cache.misses)
+        + (stats.cache.coalesced - cold_stats.cache.coalesced);
+    #[allow(clippy::cast_precision_loss)]
+    let warm_ratio = warm_hits as f64 / warm_lookups.max(1) as f64;
+    say(format!(
+        "  cache             {} hits, {} misses (fetches), {} coalesced waits, {} zero-chunk reads skipped; warm hit ratio {:.3}",
+        stats.cache.hits, stats.cache.misses, stats.cache.coalesced, stats.zero_chunks, warm_ratio
+    ));
+    say(format!(
+        "done in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        if workspace.keep {
+            format!("; files kept in {}", dir.display())
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
