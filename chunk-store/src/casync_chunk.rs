@@ -119,11 +119,22 @@ impl Bounded {
     }
 }
 
+/// The most memory the xz decoder may use (its dictionary): casync's chunks need far less, and
+/// a hostile header must not make it allocate more.
+#[cfg(feature = "xz")]
+const XZ_MEMORY_LIMIT: u64 = 64 << 20;
+
 #[cfg(feature = "xz")]
 fn decode_xz(bytes: &[u8], max_len: usize) -> Result<Vec<u8>> {
+    let stream =
+        liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
+            .map_err(|e| StoreError::Decompress {
+                codec: "xz",
+                source: io::Error::other(e),
+            })?;
     let mut output = Bounded::new(max_len);
-    let result = lzma_rs::xz_decompress(&mut io::BufReader::new(bytes), &mut output)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+    let mut decoder = liblzma::read::XzDecoder::new_stream(bytes, stream);
+    let result = io::copy(&mut decoder, &mut output).map(drop);
     output.finish("xz", result)
 }
 

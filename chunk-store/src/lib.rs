@@ -30,6 +30,8 @@ mod blob;
 mod castr;
 mod casync_chunk;
 #[cfg(feature = "testing")]
+pub mod codec_checks;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod digest;
 mod error;

@@ -144,9 +144,9 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn xz(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    lzma_rs::xz_compress(&mut std::io::BufReader::new(data), &mut out).unwrap();
-    out
+    let mut encoder = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
 }
 
 fn data_strategy() -> impl Strategy<Value = Vec<u8>> {

@@ -40,6 +40,8 @@ mod index;
 mod open;
 mod pbs;
 mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crate::atomic::AtomicFile;
 pub use crate::casync::{

@@ -38,6 +38,8 @@ mod async_io;
 mod blocking;
 mod error;
 mod reader;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod zero;
 
 pub use crate::async_io::AsyncChunkReader;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the one door to cairn's automation. `cargo xtask ci` runs exactly what CI runs.
 
+mod fuzz;
 mod layering;
 
 use std::path::{Path, PathBuf};
@@ -12,10 +13,15 @@ usage: cargo xtask <task>
 tasks:
   ci         everything CI runs, in order, stopping at the first failure:
              fmt check, clippy (-D warnings), tests, docs (-D warnings), benches build,
-             layering check.
+             layering check, fuzz build and a 15 s smoke run of every fuzz target.
              The tests run with CAIRN_REQUIRE_SHARED=1 and CAIRN_REQUIRE_INTEROP=1, so a
              missing ../shared test file or a missing casync binary fails instead of skipping
   layering   only the layering check (which cairn crate may depend on which)
+  fuzz [TARGET] [--seconds N] [--jobs N] [--asan]
+             run one fuzz target, or every target in turn, for N seconds each (default 60)
+             with N parallel jobs (default 1); installs cargo-fuzz if missing; stable Rust,
+             no sanitizer unless --asan. Prints executions, coverage and crashes per target
+             and fails if any target crashed, naming the input.
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +29,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") if args.len() == 1 => ci(),
         Some("layering") if args.len() == 1 => layering_step(),
+        Some("fuzz") => match fuzz::FuzzOptions::parse(&args[1..]) {
+            Ok(options) => fuzz::run(&options),
+            Err(message) => {
+                eprintln!("xtask fuzz: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -42,14 +55,14 @@ fn main() -> ExitCode {
 }
 
 /// A failed step, as a message for the user.
-type StepResult = Result<(), String>;
+pub(crate) type StepResult = Result<(), String>;
 
 /// A named step of `cargo xtask ci`.
 type Step = (&'static str, fn() -> StepResult);
 
 fn ci() -> StepResult {
     let started = Instant::now();
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         ("format check (cargo fmt --check)", || {
             cargo(&["fmt", "--all", "--check"], &[])
         }),
@@ -95,6 +108,12 @@ fn ci() -> StepResult {
             cargo(&["bench", "--workspace", "--no-run", "--locked"], &[])
         }),
         ("layering check", layering_step),
+        ("fuzz build and smoke (every target, 15 s each)", || {
+            if !fuzz::present() {
+                return Err("fuzz/Cargo.toml is missing".to_owned());
+            }
+            fuzz::smoke()
+        }),
     ];
     for (index, (name, step)) in steps.iter().enumerate() {
         eprintln!("\n==> [{}/{}] {name}", index + 1, steps.len());
@@ -161,11 +180,11 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> StepResult {
     }
 }
 
-fn cargo_bin() -> String {
+pub(crate) fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)

@@ -1,0 +1,45 @@
+//! Replays the fuzz targets' committed inputs: crashes found (under
+//! `test_data/fuzz-regressions/`) and the seed corpus (under `../fuzz/seeds/`).
+
+use std::path::Path;
+
+use cairn_cache::model::{INJECTED_PANIC, fuzz};
+
+fn inputs(target: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in [
+        root.join("test_data/fuzz-regressions").join(target),
+        root.join("../fuzz/seeds").join(target),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                found.push(bytes);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn committed_fuzz_inputs_replay_cleanly() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.contains(INJECTED_PANIC));
+        if !injected {
+            previous(info);
+        }
+    }));
+    let ops = inputs("cache_ops");
+    assert!(!ops.is_empty());
+    ops.iter().for_each(|o| fuzz(o));
+}
