@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::{Digest, to_hex};
-use crate::error::{DigestHex, Location, Result, StoreError};
-use crate::fs::{insert_chunk_file, list_chunk_files, read_chunk_file};
+use crate::error::{Location, Result, StoreError};
+use crate::fs::{chunk_file_exists, insert_chunk_file, list_chunk_files, read_chunk_file};
 use crate::pbs::blocking;
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
 
@@ -57,11 +57,7 @@ impl CastrStore {
     }
 
     fn problem(&self, problem: &str, source: Option<io::Error>) -> StoreError {
-        StoreError::Store {
-            store: Arc::clone(&self.name),
-            problem: problem.to_owned(),
-            source,
-        }
+        StoreError::store(&self.name, problem, source)
     }
 
     /// Whether inserts fsync each chunk before it appears.
@@ -135,17 +131,17 @@ impl ChunkStore for CastrStore {
                 bytes,
                 location: Location::Path(path),
             }),
-            Ok(None) => Err(StoreError::Missing {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location: Location::Path(compressed),
-            }),
-            Err(source) => Err(StoreError::Read {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location: Location::Path(compressed),
+            Ok(None) => Err(StoreError::missing(
+                &self.name,
+                digest,
+                Location::Path(compressed),
+            )),
+            Err(source) => Err(StoreError::read(
+                &self.name,
+                digest,
+                Location::Path(compressed),
                 source,
-            }),
+            )),
         }
     }
 
@@ -161,12 +157,7 @@ impl ChunkStore for CastrStore {
             insert_chunk_file(&write_path, &encoded, fsync)
         })
         .await
-        .map_err(|source| StoreError::Write {
-            store: Arc::clone(&self.name),
-            digest: DigestHex(*digest),
-            location: Location::Path(path),
-            source,
-        })
+        .map_err(|source| StoreError::write(&self.name, digest, Location::Path(path), source))
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
@@ -177,21 +168,13 @@ impl ChunkStore for CastrStore {
         let location = Location::Path(paths[0].clone());
         blocking(move || {
             for path in &paths {
-                match std::fs::metadata(path) {
-                    Ok(meta) if meta.is_file() => return Ok(true),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+                if chunk_file_exists(path)? {
+                    return Ok(true);
                 }
             }
             Ok(false)
         })
         .await
-        .map_err(|source| StoreError::Read {
-            store: Arc::clone(&self.name),
-            digest: DigestHex(*digest),
-            location,
-            source,
-        })
+        .map_err(|source| StoreError::read(&self.name, digest, location, source))
     }
 }

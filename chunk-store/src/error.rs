@@ -217,6 +217,50 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub(crate) fn missing(store: &Arc<str>, digest: &Digest, location: Location) -> Self {
+        Self::Missing {
+            store: Arc::clone(store),
+            digest: DigestHex(*digest),
+            location,
+        }
+    }
+
+    pub(crate) fn read(
+        store: &Arc<str>,
+        digest: &Digest,
+        location: Location,
+        source: io::Error,
+    ) -> Self {
+        Self::Read {
+            store: Arc::clone(store),
+            digest: DigestHex(*digest),
+            location,
+            source,
+        }
+    }
+
+    pub(crate) fn write(
+        store: &Arc<str>,
+        digest: &Digest,
+        location: Location,
+        source: io::Error,
+    ) -> Self {
+        Self::Write {
+            store: Arc::clone(store),
+            digest: DigestHex(*digest),
+            location,
+            source,
+        }
+    }
+
+    pub(crate) fn store(store: &Arc<str>, problem: &str, source: Option<io::Error>) -> Self {
+        Self::Store {
+            store: Arc::clone(store),
+            problem: problem.to_owned(),
+            source,
+        }
+    }
+
     /// Whether this error means the chunk is absent (as opposed to present but unusable).
     #[must_use]
     pub fn is_missing(&self) -> bool {

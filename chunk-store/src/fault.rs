@@ -152,11 +152,11 @@ impl ChunkStore for FaultStore {
                 store: Arc::clone(&self.name),
                 digest: DigestHex(*digest),
             }),
-            Some(Fault::Missing) => Err(StoreError::Missing {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location: crate::error::Location::Memory,
-            }),
+            Some(Fault::Missing) => Err(StoreError::missing(
+                &self.name,
+                digest,
+                crate::error::Location::Memory,
+            )),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
                 self.inner.get(digest).await

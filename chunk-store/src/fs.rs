@@ -32,6 +32,15 @@ pub(crate) fn read_chunk_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
+/// Whether a chunk file exists at `path` (of any length).
+pub(crate) fn chunk_file_exists(path: &Path) -> io::Result<bool> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether `path` holds a usable chunk: an existing, non-empty file.
 fn present(path: &Path) -> io::Result<bool> {
     match fs::metadata(path) {

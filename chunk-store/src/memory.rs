@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
-use crate::error::{DigestHex, Location, Result, StoreError};
+use crate::error::{Location, Result, StoreError};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
 
 /// Encoded chunks in a hash map: for tests, and for users who want a store with no disk.
@@ -71,11 +71,7 @@ impl ChunkStore for MemoryStore {
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
         let bytes = self.map().get(digest).cloned();
         let Some(bytes) = bytes else {
-            return Err(StoreError::Missing {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location: Location::Memory,
-            });
+            return Err(StoreError::missing(&self.name, digest, Location::Memory));
         };
         let format = match self.encoding {
             ChunkEncoding::Casync => EncodedFormat::CasyncCompressed,

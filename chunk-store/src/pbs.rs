@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::{Digest, to_hex};
-use crate::error::{DigestHex, Location, Result, StoreError};
-use crate::fs::{insert_chunk_file, list_chunk_files, read_chunk_file};
+use crate::error::{Location, Result, StoreError};
+use crate::fs::{chunk_file_exists, insert_chunk_file, list_chunk_files, read_chunk_file};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
 
 /// A PBS datastore's chunk store on local disk.
@@ -58,11 +58,7 @@ impl PbsDatastore {
     }
 
     fn problem(&self, problem: &str, source: Option<io::Error>) -> StoreError {
-        StoreError::Store {
-            store: Arc::clone(&self.name),
-            problem: problem.to_owned(),
-            source,
-        }
+        StoreError::store(&self.name, problem, source)
     }
 
     /// Whether inserts fsync each chunk before it appears (off by default: a crash of the
@@ -117,17 +113,8 @@ impl ChunkStore for PbsDatastore {
                 bytes,
                 location,
             }),
-            Ok(None) => Err(StoreError::Missing {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location,
-            }),
-            Err(source) => Err(StoreError::Read {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location,
-                source,
-            }),
+            Ok(None) => Err(StoreError::missing(&self.name, digest, location)),
+            Err(source) => Err(StoreError::read(&self.name, digest, location, source)),
         }
     }
 
@@ -137,29 +124,15 @@ impl ChunkStore for PbsDatastore {
         let fsync = self.fsync;
         blocking(move || insert_chunk_file(&write_path, &encoded, fsync))
             .await
-            .map_err(|source| StoreError::Write {
-                store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
-                location: Location::Path(path),
-                source,
-            })
+            .map_err(|source| StoreError::write(&self.name, digest, Location::Path(path), source))
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
         let path = self.chunk_path(digest);
         let check = path.clone();
-        blocking(move || match std::fs::metadata(&check) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(|source| StoreError::Read {
-            store: Arc::clone(&self.name),
-            digest: DigestHex(*digest),
-            location: Location::Path(path),
-            source,
-        })
+        blocking(move || chunk_file_exists(&check))
+            .await
+            .map_err(|source| StoreError::read(&self.name, digest, Location::Path(path), source))
     }
 }
 

@@ -1,5 +1,8 @@
 //! Bounds-checked little-endian reads from an index held in memory.
 
+use std::path::Path;
+
+use crate::error::{IndexError, Origin, Result};
 use crate::index::Digest;
 
 /// The little-endian `u64` at `position`, or `None` if it does not fit.
@@ -28,4 +31,13 @@ pub(crate) fn magic_of(data: &[u8]) -> [u8; 8] {
     let n = data.len().min(8);
     magic[..n].copy_from_slice(&data[..n]);
     magic
+}
+
+/// Reads the index file at `path` whole, with the origin its errors will name.
+pub(crate) fn read_index_file(path: &Path) -> Result<(Vec<u8>, Origin)> {
+    let file = Origin::file(path);
+    match std::fs::read(path) {
+        Ok(data) => Ok((data, file)),
+        Err(source) => Err(IndexError::Read { file, source }),
+    }
 }

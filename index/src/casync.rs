@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::atomic::AtomicFile;
-use crate::bytes::{magic_of, u64_at};
+use crate::bytes::{magic_of, read_index_file, u64_at};
 use crate::error::{Hex, IndexError, Origin, Result};
 use crate::index::{ChunkIndex, ChunkInfo, Chunks, Digest, DigestAlgorithm, IndexFormat};
-use crate::table::{ENTRY_SIZE, EndTable};
+use crate::table::{ENTRY_SIZE, EndTable, next_entry};
 
 /// The header's size, its first field.
 pub const CASYNC_HEADER_SIZE: u64 = 0x30;
@@ -138,12 +138,7 @@ impl CasyncIndex {
     /// # Errors
     /// Any [`IndexError`] for an unreadable or invalid file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let file = Origin::file(path);
-        let data = std::fs::read(path).map_err(|source| IndexError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (data, file) = read_index_file(path.as_ref())?;
         Self::from_bytes(data, file)
     }
 
@@ -348,15 +343,14 @@ impl<W: Write> CasyncIndexWriter<W> {
     /// [`IndexError::EndsNotIncreasing`] if `end` is not past the previous end,
     /// [`IndexError::ChunkTooLarge`] if the chunk is over the maximum, or a failed write.
     pub fn push(&mut self, end: u64, digest: &Digest) -> Result<()> {
-        if end <= self.last_end {
-            return Err(IndexError::EndsNotIncreasing {
-                file: self.file.clone(),
-                entry: self.pushed,
-                position: ENTRIES_AT as u64 + self.pushed * ENTRY_SIZE as u64,
-                previous: self.last_end,
-                end,
-            });
-        }
+        let entry = next_entry(
+            &self.file,
+            ENTRIES_AT as u64,
+            self.pushed,
+            self.last_end,
+            end,
+            digest,
+        )?;
         if end - self.last_end > self.params.max {
             return Err(IndexError::ChunkTooLarge {
                 file: self.file.clone(),
@@ -365,9 +359,6 @@ impl<W: Write> CasyncIndexWriter<W> {
                 max: self.params.max,
             });
         }
-        let mut entry = [0u8; ENTRY_SIZE];
-        entry[..8].copy_from_slice(&end.to_le_bytes());
-        entry[8..].copy_from_slice(digest);
         self.out
             .write_all(&entry)
             .map_err(|source| IndexError::Write {

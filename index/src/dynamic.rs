@@ -1,27 +1,27 @@
 //! PBS dynamic index (`.didx`): a 4096-byte header, then 40-byte entries (end offset, SHA-256
 //! digest) of content-defined chunks.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::atomic::AtomicFile;
-use crate::bytes::{array_at, magic_of};
-use crate::error::{Hex, IndexError, Origin, Result};
+use crate::bytes::read_index_file;
+use crate::error::{IndexError, Origin, Result};
 use crate::index::{ChunkIndex, ChunkInfo, Chunks, Digest, DigestAlgorithm, IndexFormat};
 use crate::open::OpenOptions;
-use crate::pbs::{CSUM_AT, ChecksumCheck, DYNAMIC_INDEX_MAGIC, PBS_HEADER_SIZE, PbsHeader};
-use crate::table::{ENTRY_SIZE, EndTable};
+use crate::pbs::{
+    ChecksumCheck, DYNAMIC_INDEX_MAGIC, PBS_HEADER_SIZE, PbsHeader, PbsMeta, check_header,
+    write_header,
+};
+use crate::table::{ENTRY_SIZE, EndTable, next_entry};
 
 /// A validated PBS dynamic index held in memory (one buffer; no allocation per entry).
 #[derive(Debug, Clone)]
 pub struct DynamicIndex {
     data: Vec<u8>,
-    file: Origin,
-    header: PbsHeader,
-    checksum: [u8; 32],
-    checksum_check: ChecksumCheck,
+    meta: PbsMeta,
     table: EndTable,
 }
 
@@ -31,12 +31,7 @@ impl DynamicIndex {
     /// # Errors
     /// Any [`IndexError`] for an unreadable or invalid file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let file = Origin::file(path);
-        let data = std::fs::read(path).map_err(|source| IndexError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (data, file) = read_index_file(path.as_ref())?;
         Self::from_bytes(data, file, &OpenOptions::default())
     }
 
@@ -46,23 +41,7 @@ impl DynamicIndex {
     /// Bad magic, truncation, a table that is not a whole number of entries, end offsets that
     /// do not strictly increase, or (unless skipped) a checksum mismatch.
     pub fn from_bytes(data: Vec<u8>, file: Origin, options: &OpenOptions) -> Result<Self> {
-        if data.len() < 8 {
-            return Err(IndexError::truncated(&file, "magic", data.len(), 8));
-        }
-        if magic_of(&data) != DYNAMIC_INDEX_MAGIC {
-            return Err(IndexError::BadMagic {
-                file,
-                found: Hex(magic_of(&data)),
-            });
-        }
-        if data.len() < PBS_HEADER_SIZE {
-            return Err(IndexError::truncated(
-                &file,
-                "header",
-                data.len(),
-                PBS_HEADER_SIZE as u64,
-            ));
-        }
+        check_header(&data, DYNAMIC_INDEX_MAGIC, &file)?;
         let table_len = data.len() - PBS_HEADER_SIZE;
         if !table_len.is_multiple_of(ENTRY_SIZE) {
             return Err(IndexError::Length {
@@ -76,25 +55,14 @@ impl DynamicIndex {
         }
         let table =
             EndTable::validate(&data, PBS_HEADER_SIZE, table_len / ENTRY_SIZE, None, &file)?;
-        let checksum: [u8; 32] = array_at(&data, CSUM_AT).unwrap_or_default();
         let mut index = Self {
-            header: PbsHeader::parse(&data),
+            meta: PbsMeta::read(&data, file),
             data,
-            file,
-            checksum,
-            checksum_check: ChecksumCheck::Skipped,
             table,
         };
         if options.verify_checksum {
             let computed = index.computed_checksum();
-            if computed != checksum {
-                return Err(IndexError::ChecksumMismatch {
-                    file: index.file,
-                    expected: Hex(checksum),
-                    computed: Hex(computed),
-                });
-            }
-            index.checksum_check = ChecksumCheck::Verified;
+            index.meta.verify(computed)?;
         }
         Ok(index)
     }
@@ -102,13 +70,13 @@ impl DynamicIndex {
     /// The header's uuid and ctime.
     #[must_use]
     pub fn header(&self) -> &PbsHeader {
-        &self.header
+        &self.meta.header
     }
 
     /// The checksum stored in the header.
     #[must_use]
     pub fn stored_checksum(&self) -> [u8; 32] {
-        self.checksum
+        self.meta.checksum
     }
 
     /// SHA-256 over the raw entries, computed now.
@@ -121,19 +89,19 @@ impl DynamicIndex {
     /// open).
     #[must_use]
     pub fn checksum_matches(&self) -> bool {
-        self.checksum_check == ChecksumCheck::Verified || self.computed_checksum() == self.checksum
+        self.meta.matches(|| self.computed_checksum())
     }
 
     /// Whether the checksum was checked at open.
     #[must_use]
     pub fn checksum_check(&self) -> ChecksumCheck {
-        self.checksum_check
+        self.meta.check
     }
 
     /// Where the index came from.
     #[must_use]
     pub fn origin(&self) -> &Origin {
-        &self.file
+        &self.meta.file
     }
 }
 
@@ -226,18 +194,14 @@ impl<W: Write + Seek> DynamicIndexWriter<W> {
     /// [`IndexError::EndsNotIncreasing`] if `end` is not past the previous end (chunks are never
     /// empty), or a failed write.
     pub fn push(&mut self, end: u64, digest: &Digest) -> Result<()> {
-        if end <= self.last_end {
-            return Err(IndexError::EndsNotIncreasing {
-                file: self.file.clone(),
-                entry: self.pushed,
-                position: PBS_HEADER_SIZE as u64 + self.pushed * ENTRY_SIZE as u64,
-                previous: self.last_end,
-                end,
-            });
-        }
-        let mut entry = [0u8; ENTRY_SIZE];
-        entry[..8].copy_from_slice(&end.to_le_bytes());
-        entry[8..].copy_from_slice(digest);
+        let entry = next_entry(
+            &self.file,
+            PBS_HEADER_SIZE as u64,
+            self.pushed,
+            self.last_end,
+            end,
+            digest,
+        )?;
         self.out
             .write_all(&entry)
             .map_err(|source| IndexError::Write {
@@ -257,16 +221,7 @@ impl<W: Write + Seek> DynamicIndexWriter<W> {
     pub fn finish(mut self) -> Result<W> {
         let checksum: [u8; 32] = self.hasher.finalize().into();
         let block = self.header.block(DYNAMIC_INDEX_MAGIC, &checksum);
-        let written = self
-            .out
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.out.write_all(&block))
-            .and_then(|()| self.out.seek(SeekFrom::End(0)))
-            .and_then(|_| self.out.flush());
-        written.map_err(|source| IndexError::Write {
-            file: self.file,
-            source,
-        })?;
+        write_header(&mut self.out, &block, &self.file)?;
         Ok(self.out)
     }
 }

@@ -1,17 +1,20 @@
 //! PBS fixed index (`.fidx`): a 4096-byte header, then one 32-byte SHA-256 digest per chunk of
 //! `chunk_size` bytes (the last may be short).
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::atomic::AtomicFile;
-use crate::bytes::{array_at, digest_at, magic_of, u64_at};
-use crate::error::{Hex, IndexError, Origin, Result};
+use crate::bytes::{digest_at, read_index_file, u64_at};
+use crate::error::{IndexError, Origin, Result};
 use crate::index::{ChunkIndex, ChunkInfo, Chunks, Digest, DigestAlgorithm, IndexFormat};
 use crate::open::OpenOptions;
-use crate::pbs::{CSUM_AT, ChecksumCheck, FIXED_INDEX_MAGIC, PBS_HEADER_SIZE, PbsHeader};
+use crate::pbs::{
+    ChecksumCheck, FIXED_INDEX_MAGIC, PBS_HEADER_SIZE, PbsHeader, PbsMeta, check_header,
+    write_header,
+};
 
 const SIZE_AT: usize = 64;
 const CHUNK_SIZE_AT: usize = 72;
@@ -21,10 +24,7 @@ const DIGEST_SIZE: u64 = 32;
 #[derive(Debug, Clone)]
 pub struct FixedIndex {
     data: Vec<u8>,
-    file: Origin,
-    header: PbsHeader,
-    checksum: [u8; 32],
-    checksum_check: ChecksumCheck,
+    meta: PbsMeta,
     size: u64,
     chunk_size: u64,
     count: usize,
@@ -36,12 +36,7 @@ impl FixedIndex {
     /// # Errors
     /// Any [`IndexError`] for an unreadable or invalid file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let file = Origin::file(path);
-        let data = std::fs::read(path).map_err(|source| IndexError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (data, file) = read_index_file(path.as_ref())?;
         Self::from_bytes(data, file, &OpenOptions::default())
     }
 
@@ -51,23 +46,7 @@ impl FixedIndex {
     /// Bad magic, truncation, a chunk size that is not a power of two, a length that does not
     /// match size and chunk size, or (unless skipped) a checksum mismatch.
     pub fn from_bytes(data: Vec<u8>, file: Origin, options: &OpenOptions) -> Result<Self> {
-        if data.len() < 8 {
-            return Err(IndexError::truncated(&file, "magic", data.len(), 8));
-        }
-        if magic_of(&data) != FIXED_INDEX_MAGIC {
-            return Err(IndexError::BadMagic {
-                file,
-                found: Hex(magic_of(&data)),
-            });
-        }
-        if data.len() < PBS_HEADER_SIZE {
-            return Err(IndexError::truncated(
-                &file,
-                "header",
-                data.len(),
-                PBS_HEADER_SIZE as u64,
-            ));
-        }
+        check_header(&data, FIXED_INDEX_MAGIC, &file)?;
         let size = u64_at(&data, SIZE_AT).unwrap_or_default();
         let chunk_size = u64_at(&data, CHUNK_SIZE_AT).unwrap_or_default();
         if !chunk_size.is_power_of_two() {
@@ -96,27 +75,16 @@ impl FixedIndex {
             len: data.len() as u64,
             reason: "the table does not fit this machine's address space".to_owned(),
         })?;
-        let checksum: [u8; 32] = array_at(&data, CSUM_AT).unwrap_or_default();
         let mut index = Self {
-            header: PbsHeader::parse(&data),
+            meta: PbsMeta::read(&data, file),
             data,
-            file,
-            checksum,
-            checksum_check: ChecksumCheck::Skipped,
             size,
             chunk_size,
             count,
         };
         if options.verify_checksum {
             let computed = index.computed_checksum();
-            if computed != checksum {
-                return Err(IndexError::ChecksumMismatch {
-                    file: index.file,
-                    expected: Hex(checksum),
-                    computed: Hex(computed),
-                });
-            }
-            index.checksum_check = ChecksumCheck::Verified;
+            index.meta.verify(computed)?;
         }
         Ok(index)
     }
@@ -124,7 +92,7 @@ impl FixedIndex {
     /// The header's uuid and ctime.
     #[must_use]
     pub fn header(&self) -> &PbsHeader {
-        &self.header
+        &self.meta.header
     }
 
     /// The chunk size (a power of two); every chunk but the last has exactly this length.
@@ -136,7 +104,7 @@ impl FixedIndex {
     /// The checksum stored in the header.
     #[must_use]
     pub fn stored_checksum(&self) -> [u8; 32] {
-        self.checksum
+        self.meta.checksum
     }
 
     /// SHA-256 over the digest table, computed now.
@@ -148,19 +116,19 @@ impl FixedIndex {
     /// Whether the stored checksum matches the table (computes it if it was not checked at open).
     #[must_use]
     pub fn checksum_matches(&self) -> bool {
-        self.checksum_check == ChecksumCheck::Verified || self.computed_checksum() == self.checksum
+        self.meta.matches(|| self.computed_checksum())
     }
 
     /// Whether the checksum was checked at open.
     #[must_use]
     pub fn checksum_check(&self) -> ChecksumCheck {
-        self.checksum_check
+        self.meta.check
     }
 
     /// Where the index came from.
     #[must_use]
     pub fn origin(&self) -> &Origin {
-        &self.file
+        &self.meta.file
     }
 
     fn digest(&self, index: usize) -> Option<Digest> {
@@ -306,16 +274,7 @@ impl<W: Write + Seek> FixedIndexWriter<W> {
         let mut block = self.header.block(FIXED_INDEX_MAGIC, &checksum);
         block[SIZE_AT..SIZE_AT + 8].copy_from_slice(&image_size.to_le_bytes());
         block[CHUNK_SIZE_AT..CHUNK_SIZE_AT + 8].copy_from_slice(&self.chunk_size.to_le_bytes());
-        let written = self
-            .out
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.out.write_all(&block))
-            .and_then(|()| self.out.seek(SeekFrom::End(0)))
-            .and_then(|_| self.out.flush());
-        written.map_err(|source| IndexError::Write {
-            file: self.file,
-            source,
-        })?;
+        write_header(&mut self.out, &block, &self.file)?;
         Ok(self.out)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::bytes::magic_of;
+use crate::bytes::{magic_of, read_index_file};
 use crate::casync::{CasyncIndex, looks_like_casync};
 use crate::dynamic::DynamicIndex;
 use crate::error::{Hex, IndexError, Origin, Result};
@@ -69,12 +69,7 @@ impl Index {
     /// # Errors
     /// Any [`IndexError`] for an unreadable, unknown or invalid file.
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let file = Origin::file(path);
-        let data = std::fs::read(path).map_err(|source| IndexError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (data, file) = read_index_file(path.as_ref())?;
         Self::from_bytes(data, file, options)
     }
 

@@ -1,8 +1,10 @@
 //! What PBS's two index formats share: magics, the 4096-byte header, uuid and ctime.
 
+use std::io::{Seek, SeekFrom, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bytes::array_at;
+use crate::bytes::{array_at, magic_of};
+use crate::error::{Hex, IndexError, Origin, Result};
 
 /// Magic of a PBS fixed index: the first 8 bytes of SHA-256 of
 /// `Proxmox Backup fixed sized chunk index v1.0`.
@@ -81,4 +83,83 @@ pub enum ChecksumCheck {
     Verified,
     /// Checking was skipped on request ([`OpenOptions::verify_checksum`](crate::OpenOptions)).
     Skipped,
+}
+
+/// Checks that `data` starts with `magic` and holds the whole 4096-byte header.
+pub(crate) fn check_header(data: &[u8], magic: [u8; 8], file: &Origin) -> Result<()> {
+    if data.len() < 8 {
+        return Err(IndexError::truncated(file, "magic", data.len(), 8));
+    }
+    if magic_of(data) != magic {
+        return Err(IndexError::BadMagic {
+            file: file.clone(),
+            found: Hex(magic_of(data)),
+        });
+    }
+    if data.len() < PBS_HEADER_SIZE {
+        return Err(IndexError::truncated(
+            file,
+            "header",
+            data.len(),
+            PBS_HEADER_SIZE as u64,
+        ));
+    }
+    Ok(())
+}
+
+/// What both PBS index types keep beside their table: where they came from, the header's
+/// identity, the stored checksum and whether it was checked.
+#[derive(Debug, Clone)]
+pub(crate) struct PbsMeta {
+    pub(crate) file: Origin,
+    pub(crate) header: PbsHeader,
+    pub(crate) checksum: [u8; 32],
+    pub(crate) check: ChecksumCheck,
+}
+
+impl PbsMeta {
+    /// The header fields of `data` (already checked by [`check_header`]).
+    pub(crate) fn read(data: &[u8], file: Origin) -> Self {
+        Self {
+            header: PbsHeader::parse(data),
+            checksum: array_at(data, CSUM_AT).unwrap_or_default(),
+            check: ChecksumCheck::Skipped,
+            file,
+        }
+    }
+
+    /// Compares the stored checksum with `computed`: a mismatch is an error, a match is
+    /// remembered as verified.
+    pub(crate) fn verify(&mut self, computed: [u8; 32]) -> Result<()> {
+        if computed != self.checksum {
+            return Err(IndexError::ChecksumMismatch {
+                file: self.file.clone(),
+                expected: Hex(self.checksum),
+                computed: Hex(computed),
+            });
+        }
+        self.check = ChecksumCheck::Verified;
+        Ok(())
+    }
+
+    /// Whether the stored checksum matches, computing it only if it was not checked at open.
+    pub(crate) fn matches(&self, computed: impl FnOnce() -> [u8; 32]) -> bool {
+        self.check == ChecksumCheck::Verified || computed() == self.checksum
+    }
+}
+
+/// Writes the finished header block at the start of `out`, then flushes.
+pub(crate) fn write_header<W: Write + Seek>(
+    out: &mut W,
+    block: &[u8],
+    file: &Origin,
+) -> Result<()> {
+    out.seek(SeekFrom::Start(0))
+        .and_then(|_| out.write_all(block))
+        .and_then(|()| out.seek(SeekFrom::End(0)))
+        .and_then(|_| out.flush())
+        .map_err(|source| IndexError::Write {
+            file: file.clone(),
+            source,
+        })
 }

@@ -123,3 +123,28 @@ impl EndTable {
             .unwrap_or_default()
     }
 }
+
+/// The next entry of a writer: checks that `end` is past `last_end` and encodes the entry.
+/// `first_entry_at` is where entry 0 sits in the file (for the error's position).
+pub(crate) fn next_entry(
+    file: &Origin,
+    first_entry_at: u64,
+    pushed: u64,
+    last_end: u64,
+    end: u64,
+    digest: &Digest,
+) -> Result<[u8; ENTRY_SIZE]> {
+    if end <= last_end {
+        return Err(IndexError::EndsNotIncreasing {
+            file: file.clone(),
+            entry: pushed,
+            position: first_entry_at + pushed * ENTRY_SIZE as u64,
+            previous: last_end,
+            end,
+        });
+    }
+    let mut entry = [0u8; ENTRY_SIZE];
+    entry[..8].copy_from_slice(&end.to_le_bytes());
+    entry[8..].copy_from_slice(digest);
+    Ok(entry)
+}
