@@ -16,21 +16,17 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use hashbrown::{DefaultHashBuilder, HashTable};
-use tokio::sync::watch;
 
 use crate::error::{CacheError, SharedError};
 use crate::fetch::Fetch;
 use crate::lru::{EMPTY_TICK, Lru, Node};
 use crate::stats::CacheStats;
+use crate::sync::{AtomicU64, Mutex, Ordering, Outcome, Spawner, lock};
 use crate::weighter::{UnitWeighter, Weighter, effective_weight};
-
-/// What the fetch task publishes to its waiters: `None` until it finishes.
-type Outcome<V> = Option<Result<V, CacheError>>;
 
 /// An async LRU cache that fetches each missing key once, shared by cheap clones.
 ///
@@ -227,18 +223,13 @@ struct InFlight<K, V> {
     key: K,
     /// Tells this fetch from a later one of the same key.
     id: u64,
-    outcome: watch::Receiver<Outcome<V>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under our locks, so a poisoned lock still guards a consistent state.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    outcome: Arc<Outcome<V>>,
 }
 
 /// What a lookup found.
 enum Lookup<V> {
     Hit(V),
-    Wait(watch::Receiver<Outcome<V>>),
+    Wait(Arc<Outcome<V>>),
 }
 
 impl<K, V> Cache<K, V, UnitWeighter>
@@ -295,7 +286,7 @@ where
     {
         match self.lookup_or_start(key, start)? {
             Lookup::Hit(value) => Ok(value),
-            Lookup::Wait(outcome) => wait(outcome).await,
+            Lookup::Wait(outcome) => outcome.wait().await,
         }
     }
 
@@ -316,14 +307,13 @@ where
                 return Ok(Lookup::Hit(value));
             }
             if let Some(fetch) = state.in_flight.find(hash, |f| f.key == key) {
-                let outcome = fetch.outcome.clone();
+                let outcome = Arc::clone(&fetch.outcome);
                 state.coalesced += 1;
                 return Ok(Lookup::Wait(outcome));
             }
             // A miss: register the fetch before unlocking, so concurrent callers join it.
-            let runtime =
-                tokio::runtime::Handle::try_current().map_err(|_| CacheError::NoRuntime)?;
-            let (sender, outcome) = watch::channel(None);
+            let runtime = Spawner::current().ok_or(CacheError::NoRuntime)?;
+            let outcome = Outcome::new();
             let fetch_id = inner.next_fetch_id.fetch_add(1, Ordering::Relaxed);
             state.in_flight.insert_unique(
                 hash,
@@ -331,12 +321,12 @@ where
                     hash,
                     key: key.clone(),
                     id: fetch_id,
-                    outcome: outcome.clone(),
+                    outcome: Arc::clone(&outcome),
                 },
                 |f| f.hash,
             );
             state.misses += 1;
-            (fetch_id, sender, outcome, runtime)
+            (fetch_id, Arc::clone(&outcome), outcome, runtime)
         };
         // The guard exists before any user code runs: if `start` panics, dropping it removes
         // the in-flight entry and tells the waiters.
@@ -687,7 +677,7 @@ where
     key: Option<K>,
     hash: u64,
     fetch_id: u64,
-    sender: watch::Sender<Outcome<V>>,
+    sender: Arc<Outcome<V>>,
 }
 
 impl<K, V, W> FetchTask<K, V, W>
@@ -703,7 +693,7 @@ where
         self.cache
             .inner
             .finish_fetch(self.hash, key, self.fetch_id, &outcome);
-        self.sender.send_replace(Some(outcome));
+        self.sender.publish(outcome);
     }
 }
 
@@ -724,14 +714,6 @@ where
             };
             self.finish(Err(error));
         }
-    }
-}
-
-async fn wait<V: Clone>(mut outcome: watch::Receiver<Outcome<V>>) -> Result<V, CacheError> {
-    match outcome.wait_for(Option::is_some).await {
-        Ok(done) => done.clone().unwrap_or(Err(CacheError::Abandoned)),
-        // The sender is gone without an outcome: only possible if the task vanished unfinished.
-        Err(_) => Err(CacheError::Abandoned),
     }
 }
 

@@ -37,6 +37,7 @@ mod lru;
 #[cfg(any(test, feature = "testing"))]
 pub mod model;
 mod stats;
+mod sync;
 mod weighter;
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ usage: cargo xtask <task>
 
 tasks:
   ci         everything CI runs, in order, stopping at the first failure:
-             fmt check, clippy (-D warnings), tests, docs (-D warnings), benches build,
-             layering check, fuzz build and a 15 s smoke run of every fuzz target.
+             fmt check, clippy (-D warnings), tests, docs (-D warnings), the cache's
+             shuttle model checking, benches build, layering check, fuzz build and a 15 s
+             smoke run of every fuzz target.
              The tests run with CAIRN_REQUIRE_SHARED=1 and CAIRN_REQUIRE_INTEROP=1, so a
              missing ../shared test file or a missing casync binary fails instead of skipping
   layering   only the layering check (which cairn crate may depend on which)
@@ -62,7 +63,7 @@ type Step = (&'static str, fn() -> StepResult);
 
 fn ci() -> StepResult {
     let started = Instant::now();
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         ("format check (cargo fmt --check)", || {
             cargo(&["fmt", "--all", "--check"], &[])
         }),
@@ -102,6 +103,23 @@ fn ci() -> StepResult {
                     "--locked",
                 ],
                 &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        }),
+        ("cache model checking (shuttle, --cfg shuttle)", || {
+            // shuttle replaces the cache's locks, atomics and tasks and explores interleavings
+            // of the in-flight protocol; a target folder of its own keeps the main build warm.
+            cargo(
+                &[
+                    "test",
+                    "--package",
+                    "cairn-cache",
+                    "--test",
+                    "shuttle",
+                    "--locked",
+                    "--target-dir",
+                    "target/shuttle",
+                ],
+                &[("RUSTFLAGS", "--cfg shuttle")],
             )
         }),
         ("benches build (cargo bench --no-run)", || {
