@@ -638,9 +638,42 @@ where
         }
     }
 
-    fn finish_fetch(&self, hash: u64, key: K, fetch_id: u64, outcome: &Result<V, CacheError>) {
+    /// Stores a finished fetch's value (or counts its failure) and removes its in-flight entry.
+    /// Returns the outcome the waiters get: the fetch's own, unless storing the value ran into a
+    /// panic of user code (the weighter, or `Clone`) before the value was kept.
+    fn finish_fetch(
+        &self,
+        hash: u64,
+        key: &K,
+        fetch_id: u64,
+        outcome: Result<V, CacheError>,
+    ) -> Result<V, CacheError> {
         match outcome {
-            Ok(value) => self.store(hash, key, value.clone(), Some(fetch_id)),
+            Ok(value) => {
+                let stored = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.store(hash, key.clone(), value.clone(), Some(fetch_id));
+                }));
+                match stored {
+                    Ok(()) => Ok(value),
+                    Err(payload) => {
+                        self.panics.fetch_add(1, Ordering::Relaxed);
+                        let mut state = lock(&self.shard(hash).state);
+                        remove_in_flight(&mut state, hash, key, fetch_id);
+                        drop(state);
+                        if self.holds_value_of(hash, key) {
+                            // Only dropping something evicted panicked: the value is kept.
+                            Ok(value)
+                        } else {
+                            Err(CacheError::Panicked {
+                                message: Arc::from(format!(
+                                    "storing the fetched value panicked: {}",
+                                    panic_message(payload.as_ref())
+                                )),
+                            })
+                        }
+                    }
+                }
+            }
             Err(error) => {
                 let counter = match error {
                     CacheError::Panicked { .. } => &self.panics,
@@ -649,9 +682,15 @@ where
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let mut state = lock(&self.shard(hash).state);
-                remove_in_flight(&mut state, hash, &key, fetch_id);
+                remove_in_flight(&mut state, hash, key, fetch_id);
+                Err(error)
             }
         }
+    }
+
+    /// Whether `key` has a cached value (after a store that may have panicked part-way).
+    fn holds_value_of(&self, hash: u64, key: &K) -> bool {
+        lock(&self.shard(hash).state).lru.peek(hash, key).is_some()
     }
 }
 
@@ -690,9 +729,23 @@ where
         let Some(key) = self.key.take() else { return };
         // The value is in the cache (or the failure forgotten) before any waiter wakes, so a
         // caller arriving in between finds the value instead of starting a second fetch.
-        self.cache
-            .inner
-            .finish_fetch(self.hash, key, self.fetch_id, &outcome);
+        // Storing runs user code (the weighter, clones and drops of values); whatever it does,
+        // the in-flight entry is removed and every waiter hears an outcome.
+        let inner = &self.cache.inner;
+        let (hash, fetch_id) = (self.hash, self.fetch_id);
+        let finished = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            inner.finish_fetch(hash, &key, fetch_id, outcome)
+        }));
+        let outcome = finished.unwrap_or_else(|payload| {
+            let mut state = lock(&inner.shard(hash).state);
+            remove_in_flight(&mut state, hash, &key, fetch_id);
+            Err(CacheError::Panicked {
+                message: Arc::from(format!(
+                    "finishing the fetch panicked: {}",
+                    panic_message(payload.as_ref())
+                )),
+            })
+        });
         self.sender.publish(outcome);
     }
 }

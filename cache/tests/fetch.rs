@@ -247,3 +247,116 @@ fn cache_futures_are_send() {
     assert_send(&cache.get_or_fetch(1, &fetcher));
     assert_send(&cache.get_or_fetch_with(1, |k| async move { Ok::<_, Unavailable>(value_of(k)) }));
 }
+
+/// Waiters of `key`, each with a 5 s limit so that a lost outcome fails instead of hanging.
+async fn waiters_of<V, W>(
+    cache: &Cache<u64, V, W>,
+    key: u64,
+    value: V,
+    n: usize,
+) -> Vec<Result<V, CacheError>>
+where
+    V: Clone + Send + Sync + 'static,
+    W: cairn_cache::Weighter<u64, V>,
+{
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (cache, value) = (cache.clone(), value.clone());
+            tokio::spawn(async move {
+                let fetch = cache.get_or_fetch_with(key, move |_| async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    Ok::<_, Unavailable>(value)
+                });
+                tokio::time::timeout(Duration::from_secs(5), fetch)
+                    .await
+                    .expect("a waiter hung: the fetch never published its outcome")
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_weighter_still_frees_every_waiter_and_the_key() {
+    let cache: Cache<u64, Arc<Vec<u8>>, _> = cairn_cache::CacheBuilder::new(1 << 20)
+        .weighter(|key: &u64, value: &Arc<Vec<u8>>| {
+            assert!(*key != 13, "the weighter refuses key 13");
+            value.len() as u64
+        })
+        .build();
+    let results = waiters_of(&cache, 13, value_of(13), 16).await;
+    for result in results {
+        match result {
+            Err(CacheError::Panicked { message }) => {
+                assert!(message.contains("the weighter refuses key 13"), "{message}");
+            }
+            other => panic!("expected a panic error, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        cache.stats().in_flight,
+        0,
+        "the in-flight entry must be gone"
+    );
+    assert_eq!(cache.stats().panics, 1);
+    assert!(!cache.contains(&13));
+    // The key is usable again: a new fetch starts (and is refused the same way, without a hang).
+    let again = waiters_of(&cache, 13, value_of(13), 2).await;
+    assert!(
+        again
+            .iter()
+            .all(|r| matches!(r, Err(CacheError::Panicked { .. })))
+    );
+    assert_eq!(cache.stats().panics, 2);
+    // Other keys are unaffected.
+    assert_eq!(
+        waiters_of(&cache, 14, value_of(14), 2).await[0]
+            .as_ref()
+            .unwrap(),
+        &value_of(14)
+    );
+}
+
+/// A value whose drop panics while it is armed.
+#[derive(Debug, Clone)]
+struct Bomb {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Bomb {
+    #[allow(clippy::panic)] // panicking is what this value is for
+    fn drop(&mut self) {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("an evicted value's drop panicked");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_whose_drop_panics_on_eviction_does_not_lose_the_fetched_value() {
+    let cache: Cache<u64, Bomb> = Cache::new(1);
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    cache.insert(
+        1,
+        Bomb {
+            armed: Arc::clone(&armed),
+        },
+    );
+    let calm = Bomb {
+        armed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    // Storing key 2 evicts key 1, whose drop panics.
+    let results = waiters_of(&cache, 2, calm, 8).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        !armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the bomb went off"
+    );
+    assert_eq!(cache.stats().in_flight, 0);
+    assert!(cache.contains(&2), "the fetched value is cached");
+    assert!(!cache.contains(&1));
+}
