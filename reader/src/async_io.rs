@@ -42,11 +42,13 @@ impl std::fmt::Debug for AsyncChunkReader {
 }
 
 impl AsyncChunkReader {
-    /// A stream at position 0.
+    /// A stream at position 0, with readahead of its own (see
+    /// [`ChunkReader::new_stream`]): two streams over one reader do not disturb each other's
+    /// sequential detection.
     #[must_use]
     pub fn new(reader: ChunkReader) -> Self {
         Self {
-            reader,
+            reader: reader.into_new_stream(),
             position: 0,
             in_flight: None,
         }

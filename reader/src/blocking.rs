@@ -3,7 +3,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
 use crate::async_io::seek_target;
 use crate::error::ReaderError;
@@ -29,7 +29,8 @@ enum RuntimeRef {
 }
 
 impl BlockingChunkReader {
-    /// A blocking reader with a runtime of its own.
+    /// A blocking reader with a runtime of its own, and readahead of its own (see
+    /// [`ChunkReader::new_stream`]).
     ///
     /// # Errors
     /// [`ReaderError::Runtime`] if the runtime cannot start.
@@ -41,19 +42,31 @@ impl BlockingChunkReader {
             .build()
             .map_err(|e| ReaderError::Runtime(Arc::new(e)))?;
         Ok(Self {
-            reader,
+            reader: reader.into_new_stream(),
             position: 0,
             runtime: RuntimeRef::Owned(Arc::new(runtime)),
         })
     }
 
-    /// A blocking reader that runs on `handle`'s runtime.
-    #[must_use]
-    pub fn with_handle(reader: ChunkReader, handle: Handle) -> Self {
-        Self {
-            reader,
-            position: 0,
-            runtime: RuntimeRef::Handle(handle),
+    /// A blocking reader that runs on `handle`'s runtime, which must be a multi-thread one: the
+    /// reader's fetches run as tasks of that runtime, and a current-thread runtime runs its tasks
+    /// only inside its own `block_on`, so a read from another thread would wait forever.
+    ///
+    /// # Errors
+    /// [`ReaderError::RuntimeFlavor`] for a runtime that is not multi-thread.
+    pub fn with_handle(reader: ChunkReader, handle: Handle) -> Result<Self, ReaderError> {
+        match handle.runtime_flavor() {
+            RuntimeFlavor::MultiThread => Ok(Self {
+                reader: reader.into_new_stream(),
+                position: 0,
+                runtime: RuntimeRef::Handle(handle),
+            }),
+            RuntimeFlavor::CurrentThread => Err(ReaderError::RuntimeFlavor {
+                flavor: "current_thread",
+            }),
+            _ => Err(ReaderError::RuntimeFlavor {
+                flavor: "unknown (not multi_thread)",
+            }),
         }
     }
 

@@ -67,6 +67,15 @@ pub enum ReaderError {
     /// worker.
     #[error("the blocking reader was used inside an async runtime; use the async reader there")]
     InsideRuntime,
+    /// The blocking adapter was handed a runtime that cannot run its fetches while another
+    /// thread waits for them.
+    #[error(
+        "the blocking reader needs a multi_thread tokio runtime, but was given a {flavor} one (its tasks run only inside its own block_on, so reads would never finish)"
+    )]
+    RuntimeFlavor {
+        /// The flavour of the runtime given.
+        flavor: &'static str,
+    },
     /// The blocking adapter could not start its runtime.
     #[error("cannot start the blocking reader's runtime: {0}")]
     Runtime(Arc<std::io::Error>),

@@ -37,14 +37,25 @@ pub fn chunk_cache(capacity_bytes: u64) -> ChunkCache {
         .build()
 }
 
+/// The most chunks one read fetches at once; larger settings are clamped to it.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// The most chunks fetched ahead of a sequential stream; larger settings are clamped to it.
+pub const MAX_READAHEAD_CHUNKS: usize = 1024;
+
 /// How a reader fetches.
+///
+/// Out-of-range values are clamped, by the setters and again when a reader is made from the
+/// options (the fields are public): concurrency to `1..=`[`MAX_CONCURRENCY`], readahead to
+/// at most [`MAX_READAHEAD_CHUNKS`] chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReaderOptions {
-    /// Chunks one read fetches at the same time (at least 1). Default 8: enough to keep a
-    /// local store and both cores busy; remote stores want more.
+    /// Chunks one read fetches at the same time (1 to [`MAX_CONCURRENCY`]). Default 8: enough
+    /// to keep a local store and both cores busy; remote stores want more.
     pub concurrency: usize,
-    /// Chunks fetched ahead of sequential reads (0 turns readahead off). Default 4.
+    /// Chunks fetched ahead of sequential reads (0 turns readahead off; at most
+    /// [`MAX_READAHEAD_CHUNKS`]). Default 4.
     pub readahead_chunks: usize,
     /// At most this many bytes fetched ahead, and never more than half the cache. Default 64 MiB.
     pub readahead_bytes: u64,
@@ -67,15 +78,25 @@ impl ReaderOptions {
     /// Sets [`concurrency`](ReaderOptions::concurrency).
     #[must_use]
     pub fn concurrency(mut self, chunks: usize) -> Self {
-        self.concurrency = chunks.max(1);
-        self
+        self.concurrency = chunks;
+        self.clamped()
     }
 
     /// Sets [`readahead_chunks`](ReaderOptions::readahead_chunks).
     #[must_use]
     pub fn readahead_chunks(mut self, chunks: usize) -> Self {
         self.readahead_chunks = chunks;
-        self
+        self.clamped()
+    }
+
+    /// The options with every value within its documented range.
+    #[must_use]
+    fn clamped(self) -> Self {
+        Self {
+            concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY),
+            readahead_chunks: self.readahead_chunks.min(MAX_READAHEAD_CHUNKS),
+            ..self
+        }
     }
 
     /// Sets [`readahead_bytes`](ReaderOptions::readahead_bytes).
@@ -120,8 +141,9 @@ struct Counters {
     readahead_hits: AtomicU64,
 }
 
+/// One stream's sequential-read detection.
 #[derive(Debug, Default)]
-struct Readahead {
+struct Stream {
     /// Where a sequential read would start next.
     next_offset: u64,
     /// Chunks before this one have been read or fetched ahead already.
@@ -132,12 +154,23 @@ struct Readahead {
 
 /// Random access to the image an index describes, every chunk fetched through a shared cache.
 ///
-/// Cheap to clone; clones share everything. Reads spanning several chunks fetch them
-/// concurrently; chunks known to be zeros are served without a fetch or cache space; sequential
-/// reads trigger readahead. Every chunk is verified (digest and length) before it is cached.
+/// Reads spanning several chunks fetch them concurrently; chunks known to be zeros are served
+/// without a fetch or cache space; sequential reads trigger readahead. Every chunk is verified
+/// (digest and length) before it is cached.
+///
+/// # Streams
+/// Readahead follows one *stream* of reads: a read that starts where the stream's previous read
+/// ended is sequential and fetches the next chunks ahead; any other read moves the stream and
+/// fetches nothing ahead. The decision is made when a read starts, so reads that are issued in
+/// order but complete out of order still count as sequential. A clone is the same stream; for
+/// independent readers of one image (two files open on it, two NBD connections) make one
+/// stream each with [`new_stream`](ChunkReader::new_stream), which shares everything else.
+/// [`AsyncChunkReader`](crate::AsyncChunkReader) and
+/// [`BlockingChunkReader`](crate::BlockingChunkReader) each make their own.
 #[derive(Debug, Clone)]
 pub struct ChunkReader {
     inner: Arc<Inner>,
+    stream: Arc<Mutex<Stream>>,
 }
 
 #[derive(Debug)]
@@ -148,7 +181,6 @@ struct Inner {
     zeros: HashSet<(Digest, u64)>,
     options: ReaderOptions,
     counters: Counters,
-    readahead: Mutex<Readahead>,
 }
 
 /// The chunk-store digest algorithm that matches an index's.
@@ -191,14 +223,35 @@ impl ChunkReader {
                 index,
                 cache,
                 zeros,
-                options: ReaderOptions {
-                    concurrency: options.concurrency.max(1),
-                    ..options
-                },
+                options: options.clamped(),
                 counters: Counters::default(),
-                readahead: Mutex::new(Readahead::default()),
             }),
+            stream: Arc::default(),
         }
+    }
+
+    /// A reader of the same image, store, cache and counters with a stream of its own (see
+    /// [Streams](ChunkReader#streams)): its sequential reads are told apart from this one's.
+    #[must_use]
+    pub fn new_stream(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            stream: Arc::default(),
+        }
+    }
+
+    /// [`new_stream`](ChunkReader::new_stream), taking this handle.
+    pub(crate) fn into_new_stream(self) -> Self {
+        Self {
+            inner: self.inner,
+            stream: Arc::default(),
+        }
+    }
+
+    /// The options in use (after clamping).
+    #[must_use]
+    pub fn options(&self) -> ReaderOptions {
+        self.inner.options
     }
 
     /// The image's length in bytes.
@@ -257,6 +310,7 @@ impl ChunkReader {
         else {
             return Ok(0);
         };
+        self.read_ahead(offset, end, last);
         let fetches = (first..=last).map(|i| {
             let reader = self.clone();
             async move {
@@ -300,7 +354,6 @@ impl ChunkReader {
             .counters
             .bytes_served
             .fetch_add(read, Ordering::Relaxed);
-        self.after_read(offset, end, last);
         Ok(usize::try_from(read).unwrap_or(usize::MAX))
     }
 
@@ -352,14 +405,12 @@ impl ChunkReader {
             return Ok(None);
         }
         let data = self.fetch(info, offset).await?;
-        let was_ahead = {
-            let mut readahead = self
-                .inner
-                .readahead
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            readahead.fetched.remove(&info.digest)
-        };
+        let was_ahead = self
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fetched
+            .remove(&info.digest);
         if was_ahead {
             self.inner
                 .counters
@@ -418,9 +469,10 @@ impl ChunkReader {
         Ok(data)
     }
 
-    /// Readahead: after a read that continues the previous one, fetch the next chunks in the
-    /// background; after a read elsewhere, stop.
-    fn after_read(&self, offset: u64, end: u64, last_chunk: usize) {
+    /// Readahead, as a read of `offset..end` (ending in chunk `last_chunk`) starts: if it
+    /// continues this stream's previous read, fetch the next chunks in the background; if it
+    /// reads elsewhere, fetch nothing ahead and forget what was.
+    fn read_ahead(&self, offset: u64, end: u64, last_chunk: usize) {
         let options = &self.inner.options;
         if options.readahead_chunks == 0 {
             return;
@@ -429,11 +481,7 @@ impl ChunkReader {
             return;
         };
         let window = {
-            let mut readahead = self
-                .inner
-                .readahead
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut readahead = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
             let sequential = offset == readahead.next_offset;
             readahead.next_offset = end;
             if !sequential {
@@ -443,8 +491,10 @@ impl ChunkReader {
                 return;
             }
             let budget = options.readahead_bytes.min(self.inner.cache.capacity() / 2);
-            let until =
-                (last_chunk + 1 + options.readahead_chunks).min(self.inner.index.chunk_count());
+            let until = last_chunk
+                .saturating_add(1)
+                .saturating_add(options.readahead_chunks)
+                .min(self.inner.index.chunk_count());
             let mut window = Vec::new();
             // Bytes ahead of this read: what is already fetched ahead counts against the budget.
             let mut ahead = 0u64;

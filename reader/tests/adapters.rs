@@ -13,7 +13,7 @@ use cairn_chunk_store::fault::{Fault, Target};
 use cairn_reader::{
     AsyncChunkReader, BlockingChunkReader, ChunkReader, ReaderError, ReaderOptions,
 };
-use common::{fixed, image};
+use common::{fixed, image, noise};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
 
@@ -155,10 +155,104 @@ async fn the_blocking_adapter_refuses_to_block_a_runtime_worker() {
         fixture.store(),
         ReaderOptions::default(),
     );
-    let blocking = BlockingChunkReader::with_handle(reader, tokio::runtime::Handle::current());
+    let blocking =
+        BlockingChunkReader::with_handle(reader, tokio::runtime::Handle::current()).unwrap();
     let mut buf = [0u8; 10];
     assert!(matches!(
         blocking.read_at(&mut buf, 0),
         Err(ReaderError::InsideRuntime)
     ));
+}
+
+#[test]
+fn the_blocking_adapter_refuses_a_current_thread_runtime_and_works_on_a_multi_thread_one() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let fixture = setup.block_on(fixed(image(11, 50_000), 4096));
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default(),
+    );
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match BlockingChunkReader::with_handle(reader.clone(), current.handle().clone()) {
+        Err(ReaderError::RuntimeFlavor { flavor }) => assert_eq!(flavor, "current_thread"),
+        other => panic!("expected a runtime-flavour error, got {other:?}"),
+    }
+    // A multi-thread runtime's handle, used from a plain thread, reads.
+    let mut blocking = BlockingChunkReader::with_handle(reader, setup.handle().clone()).unwrap();
+    let mut buf = vec![0u8; 30_000];
+    blocking.seek(SeekFrom::Start(7_000)).unwrap();
+    blocking.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, fixture.image[7_000..37_000]);
+}
+
+/// Reads `chunks` of 4096 bytes in turn from each stream, interleaved: stream `s` reads its
+/// own run of chunks from `starts[s]`.
+async fn interleaved(streams: &mut [AsyncChunkReader], starts: &[u64], chunks: u64) {
+    let mut buf = vec![0u8; 4096];
+    for (stream, start) in streams.iter_mut().zip(starts) {
+        stream.seek(SeekFrom::Start(start * 4096)).await.unwrap();
+    }
+    for _ in 0..chunks {
+        for stream in streams.iter_mut() {
+            stream.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_over_one_reader_each_keep_their_readahead() {
+    let fixture = fixed(noise(12, 64 * 4096), 4096).await;
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default().readahead_chunks(4),
+    );
+    let mut streams = [
+        AsyncChunkReader::new(reader.clone()),
+        AsyncChunkReader::new(reader.clone()),
+    ];
+    interleaved(&mut streams, &[0, 32], 10).await;
+    let stats = reader.stats();
+    // Each stream reads 10 chunks in order: from its second read on, the chunk it reads was
+    // fetched ahead. Had the streams shared one detector, each read would look random.
+    assert!(stats.readahead_hits >= 16, "{stats:?}");
+    assert!(stats.readahead_issued >= 20, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_stream_separates_positional_readers_and_clones_share_one() {
+    let fixture = fixed(noise(13, 64 * 4096), 4096).await;
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default().readahead_chunks(2),
+    );
+    let other = reader.new_stream();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..8u64 {
+        reader.read_exact_at(&mut buf, i * 4096).await.unwrap();
+        other
+            .read_exact_at(&mut buf, (40 + i) * 4096)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let separate = reader.stats();
+    assert!(separate.readahead_hits >= 12, "{separate:?}");
+    // A clone is the same stream: interleaving it with the original is random access.
+    let same = reader.clone();
+    let before = reader.stats().readahead_issued;
+    for i in 0..8u64 {
+        reader
+            .read_exact_at(&mut buf, (20 + i) * 4096)
+            .await
+            .unwrap();
+        same.read_exact_at(&mut buf, (50 + i) * 4096).await.unwrap();
+    }
+    assert_eq!(reader.stats().readahead_issued, before);
 }

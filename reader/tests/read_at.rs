@@ -292,3 +292,54 @@ async fn a_chunk_whose_length_disagrees_with_the_index_is_an_error() {
     // The cache stays usable.
     a.read_exact_at(&mut buf, 0).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_issued_in_order_count_as_sequential_however_they_complete() {
+    let fixture = fixed(noise(14, 32 * 4096), 4096).await;
+    // Even chunks are slow, so each pair of reads completes second-first.
+    for chunk in fixture.index.chunks().filter(|c| c.index % 2 == 0) {
+        fixture.faults.add(
+            cairn_chunk_store::fault::Target::Digest(chunk.digest),
+            Fault::Delay(Duration::from_millis(30)),
+        );
+    }
+    let reader = reader(&fixture, ReaderOptions::default().readahead_chunks(2));
+    for pair in 0..4u64 {
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        let (ra, rb) = tokio::join!(
+            reader.read_exact_at(&mut a, 2 * pair * 4096),
+            reader.read_exact_at(&mut b, (2 * pair + 1) * 4096),
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    let stats = reader.stats();
+    assert!(stats.readahead_issued >= 6, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_option_values_are_clamped_not_overflowed() {
+    use cairn_reader::{MAX_CONCURRENCY, MAX_READAHEAD_CHUNKS};
+    let fixture = fixed(image(15, 16 * 4096), 4096).await;
+    let options = ReaderOptions::default()
+        .readahead_chunks(usize::MAX)
+        .concurrency(usize::MAX);
+    assert_eq!(options.readahead_chunks, MAX_READAHEAD_CHUNKS);
+    assert_eq!(options.concurrency, MAX_CONCURRENCY);
+    assert_eq!(ReaderOptions::default().concurrency(0).concurrency, 1);
+    // The fields are public: a reader clamps them again.
+    let mut raw = ReaderOptions::default();
+    raw.readahead_chunks = usize::MAX;
+    raw.concurrency = 0;
+    let reader = reader(&fixture, raw);
+    assert_eq!(reader.options().readahead_chunks, MAX_READAHEAD_CHUNKS);
+    assert_eq!(reader.options().concurrency, 1);
+    let mut buf = vec![0u8; 4096];
+    for i in 0..16u64 {
+        reader.read_exact_at(&mut buf, i * 4096).await.unwrap();
+        assert_eq!(
+            buf,
+            fixture.image[i as usize * 4096..(i as usize + 1) * 4096]
+        );
+    }
+}
