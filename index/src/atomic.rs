@@ -60,7 +60,8 @@ impl AtomicFile {
     /// fsyncs the folder so the rename itself survives a crash.
     ///
     /// # Errors
-    /// [`IndexError::Write`] if any of those steps fails; the temporary file is then removed.
+    /// [`IndexError::Write`] if any of those steps fails. If the rename did not happen, the
+    /// temporary file is removed and any file at the destination is left as it was.
     pub fn commit(mut self) -> Result<()> {
         let result = self.finish_and_rename();
         result.map_err(|source| IndexError::Write {
@@ -69,29 +70,34 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file's path (it exists until `commit` or drop).
+    #[must_use]
+    pub fn temporary(&self) -> &Path {
+        &self.temporary
+    }
+
     fn finish_and_rename(&mut self) -> io::Result<()> {
         let writer = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("already committed"))?;
-        let file = writer
+        let renamed = writer
             .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.temporary, &self.destination)?;
-        if let Some(folder) = self.destination.parent() {
-            let folder = if folder.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                folder
-            };
-            // Best effort: some filesystems refuse to fsync a directory.
-            if let Ok(dir) = File::open(folder) {
-                let _ = dir.sync_all();
-            }
+            .map_err(io::IntoInnerError::into_error)
+            .and_then(|file| file.sync_all())
+            .and_then(|()| fs::rename(&self.temporary, &self.destination));
+        if let Err(error) = renamed {
+            // Nothing reached the destination: the temporary must not outlive the failure.
+            let _ = fs::remove_file(&self.temporary);
+            return Err(error);
         }
-        Ok(())
+        // The rename itself survives a crash only once the folder is synced; a failure to do
+        // so is reported, not ignored.
+        let folder = match self.destination.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        File::open(folder)?.sync_all()
     }
 
     fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {

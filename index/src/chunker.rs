@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use crate::error::{IndexError, Origin, Result};
+use crate::error::{IndexError, Result};
 
 /// Cuts data into chunks.
 pub trait Chunker: Send + Sync + std::fmt::Debug {
@@ -37,6 +37,9 @@ impl<C: Chunker + ?Sized> Chunker for Box<C> {
         (**self).chunk_len(data)
     }
 }
+
+/// The largest chunk any chunker here makes: 128 MiB, the most a PBS DataBlob (and casync) holds.
+pub const MAX_CHUNK_SIZE: usize = 128 * 1024 * 1024;
 
 /// The window of casync's chunker.
 pub const CASYNC_WINDOW: usize = 48;
@@ -173,7 +176,7 @@ pub struct CasyncChunker {
 
 /// casync's smallest and largest allowed chunk sizes.
 const CASYNC_LIMIT_MIN: usize = 1;
-const CASYNC_LIMIT_MAX: usize = 128 * 1024 * 1024;
+const CASYNC_LIMIT_MAX: usize = MAX_CHUNK_SIZE;
 
 impl CasyncChunker {
     /// casync's defaults: min 16 KiB, avg 64 KiB, max 256 KiB.
@@ -192,7 +195,7 @@ impl CasyncChunker {
     /// What `casync make --chunk-size=AVG` uses: min avg/4, max 4·avg (within casync's limits).
     ///
     /// # Errors
-    /// [`IndexError::ChunkSizeLimits`] if `avg` is outside casync's limits or the maximum would
+    /// [`IndexError::ChunkerSizes`] if `avg` is outside casync's limits or the maximum would
     /// be smaller than the 48-byte window.
     pub fn with_avg(avg: usize) -> Result<Self> {
         let min = (avg / 4).max(CASYNC_LIMIT_MIN);
@@ -203,17 +206,17 @@ impl CasyncChunker {
     /// A chunker with explicit sizes.
     ///
     /// # Errors
-    /// [`IndexError::ChunkSizeLimits`] unless `1 <= min <= avg <= max <= 128 MiB` and
+    /// [`IndexError::ChunkerSizes`] unless `1 <= min <= avg <= max <= 128 MiB` and
     /// `max >= 48` (the window).
     pub fn new(min: usize, avg: usize, max: usize) -> Result<Self> {
         let ordered = CASYNC_LIMIT_MIN <= min && min <= avg && avg <= max;
         if !ordered || !(CASYNC_WINDOW..=CASYNC_LIMIT_MAX).contains(&max) {
-            return Err(IndexError::ChunkSizeLimits {
-                file: Origin::memory(),
-                min: min as u64,
-                avg: avg as u64,
-                max: max as u64,
-                limit: CASYNC_LIMIT_MAX as u64,
+            return Err(IndexError::ChunkerSizes {
+                chunker: "casync",
+                problem: format!(
+                    "sizes min {min}, avg {avg}, max {max} must satisfy 1 <= min <= avg <= max, \
+                     with max from {CASYNC_WINDOW} (the window) to {CASYNC_LIMIT_MAX} (128 MiB)"
+                ),
             });
         }
         Ok(Self::from_valid(min, avg, max))
@@ -319,18 +322,33 @@ impl PbsChunker {
     /// PBS's default average chunk size.
     pub const DEFAULT_AVG: usize = 4 * 1024 * 1024;
 
+    /// The largest average: its chunks of up to four times the average must fit in 128 MiB.
+    pub const MAX_AVG: usize = MAX_CHUNK_SIZE / 4;
+
     /// A chunker of average size `avg`.
     ///
     /// # Errors
-    /// [`IndexError::ChunkSizeLimits`] unless `avg` is a power of two from 256 bytes to 1 GiB.
+    /// [`IndexError::ChunkerSizes`] unless `avg` is a power of two from 256 bytes to
+    /// [`MAX_AVG`](PbsChunker::MAX_AVG) (32 MiB), so that no chunk exceeds 128 MiB.
     pub fn new(avg: usize) -> Result<Self> {
-        if !avg.is_power_of_two() || !(256..=1 << 30).contains(&avg) {
-            return Err(IndexError::ChunkSizeLimits {
-                file: Origin::memory(),
-                min: (avg / 4) as u64,
-                avg: avg as u64,
-                max: avg.saturating_mul(4) as u64,
-                limit: 4 << 30,
+        if !avg.is_power_of_two() || avg < 256 {
+            return Err(IndexError::ChunkerSizes {
+                chunker: "PBS",
+                problem: format!(
+                    "average chunk size {avg} is not a power of two from 256 to {}",
+                    Self::MAX_AVG
+                ),
+            });
+        }
+        if avg > Self::MAX_AVG {
+            return Err(IndexError::ChunkerSizes {
+                chunker: "PBS",
+                problem: format!(
+                    "average chunk size {avg} makes chunks of up to {} bytes, over the limit of \
+                     {MAX_CHUNK_SIZE} (128 MiB) a chunk may have; the largest average is {} (32 MiB)",
+                    avg.saturating_mul(4),
+                    Self::MAX_AVG
+                ),
             });
         }
         let mask = u32::try_from(avg * 2 - 1).unwrap_or(u32::MAX);
@@ -383,16 +401,24 @@ impl FixedChunker {
     /// Chunks of `size` bytes.
     ///
     /// # Errors
-    /// [`IndexError::ChunkSize`] unless `size` is a power of two (as a `.fidx` requires).
+    /// [`IndexError::ChunkerSizes`] unless `size` is a power of two (as a `.fidx` requires) of
+    /// at most [`MAX_CHUNK_SIZE`] (128 MiB).
     pub fn new(size: usize) -> Result<Self> {
-        if size.is_power_of_two() {
-            Ok(Self { size })
-        } else {
-            Err(IndexError::ChunkSize {
-                file: Origin::memory(),
-                chunk_size: size as u64,
-            })
+        if !size.is_power_of_two() {
+            return Err(IndexError::ChunkerSizes {
+                chunker: "fixed",
+                problem: format!("chunk size {size} is not a power of two"),
+            });
         }
+        if size > MAX_CHUNK_SIZE {
+            return Err(IndexError::ChunkerSizes {
+                chunker: "fixed",
+                problem: format!(
+                    "chunk size {size} is over the limit of {MAX_CHUNK_SIZE} (128 MiB) a chunk may have"
+                ),
+            });
+        }
+        Ok(Self { size })
     }
 }
 

@@ -164,6 +164,14 @@ pub enum IndexError {
         /// The largest maximum allowed.
         limit: u64,
     },
+    /// A chunker was asked for sizes it cannot cut with: a usage error, about no file.
+    #[error("{chunker} chunker: {problem}")]
+    ChunkerSizes {
+        /// Which chunker: `casync`, `PBS` or `fixed`.
+        chunker: &'static str,
+        /// What is wrong with the sizes, naming the limit.
+        problem: String,
+    },
     /// A chunk is larger than the index's maximum chunk size.
     #[error("{file}: entry {entry} covers {size} bytes, over the maximum chunk size {max}")]
     ChunkTooLarge {

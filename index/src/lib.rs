@@ -50,8 +50,8 @@ pub use crate::casync::{
     CasyncIndex, CasyncIndexWriter, CasyncParams,
 };
 pub use crate::chunker::{
-    CASYNC_WINDOW, CasyncChunker, Chunker, FixedChunker, PBS_WINDOW, PbsChunker, ReadChunks,
-    SliceChunks,
+    CASYNC_WINDOW, CasyncChunker, Chunker, FixedChunker, MAX_CHUNK_SIZE, PBS_WINDOW, PbsChunker,
+    ReadChunks, SliceChunks,
 };
 pub use crate::dynamic::{DynamicIndex, DynamicIndexWriter};
 pub use crate::error::{Hex, IndexError, Origin, Result};

@@ -312,8 +312,43 @@ fn index_files_appear_atomically() {
     // A failed finish leaves nothing either.
     let third = dir.path().join("third.fidx");
     let writer = FixedIndexWriter::create(&third, 4096).unwrap();
-    assert!(writer.finish(1).is_err());
+    assert!(matches!(
+        writer.finish(1),
+        Err(IndexError::ChunkCount {
+            pushed: 0,
+            needed: 1,
+            ..
+        })
+    ));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_commit_that_fails_leaves_no_temporary_and_the_destination_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    // The rename fails: the destination is a folder that is not empty.
+    let destination = dir.path().join("image.fidx");
+    std::fs::create_dir(&destination).unwrap();
+    std::fs::write(destination.join("keep"), b"kept").unwrap();
+    let mut writer = FixedIndexWriter::create(&destination, 4096).unwrap();
+    writer.push(&[1; 32]).unwrap();
+    let file = writer.finish(4096).unwrap();
+    let temporary = file.temporary().to_path_buf();
+    assert!(temporary.exists());
+    match file.commit() {
+        Err(IndexError::Write { file, source }) => {
+            assert!(file.to_string().contains("image.fidx"), "{file}");
+            assert!(source.raw_os_error().is_some(), "{source}");
+        }
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    assert!(!temporary.exists(), "the temporary file outlived the failed commit");
+    assert_eq!(std::fs::read(destination.join("keep")).unwrap(), b"kept");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["image.fidx"], "only the folder that was there remains");
 }
 
 #[test]

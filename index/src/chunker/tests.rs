@@ -252,18 +252,61 @@ fn reader_and_slice_chunks_agree_whatever_the_read_sizes() {
     assert!(from_reader.iter().zip(&from_slice).all(|(a, b)| a == b));
 }
 
+fn refused(result: Result<impl std::fmt::Debug, IndexError>, chunker: &str, words: &str) {
+    match result {
+        Err(IndexError::ChunkerSizes {
+            chunker: name,
+            problem,
+        }) => {
+            assert_eq!(name, chunker);
+            assert!(problem.contains(words), "{problem}");
+        }
+        other => panic!("expected a chunker-sizes error, got {other:?}"),
+    }
+}
+
 #[test]
 fn invalid_sizes_are_errors() {
-    assert!(CasyncChunker::new(0, 10, 100).is_err());
-    assert!(CasyncChunker::new(100, 10, 1000).is_err());
-    assert!(
-        CasyncChunker::new(1, 10, 32).is_err(),
-        "max below the window"
+    refused(CasyncChunker::new(0, 10, 100), "casync", "min 0");
+    refused(
+        CasyncChunker::new(100, 10, 1000),
+        "casync",
+        "min 100, avg 10",
     );
-    assert!(CasyncChunker::with_avg(256 << 20).is_err());
-    assert!(PbsChunker::new(3 << 20).is_err());
-    assert!(FixedChunker::new(0).is_err());
-    assert!(FixedChunker::new(1000).is_err());
+    refused(CasyncChunker::new(1, 10, 32), "casync", "max 32"); // below the window
+    refused(CasyncChunker::with_avg(256 << 20), "casync", "134217728");
+    refused(PbsChunker::new(3 << 20), "PBS", "not a power of two");
+    refused(PbsChunker::new(128), "PBS", "not a power of two from 256");
+    refused(FixedChunker::new(0), "fixed", "not a power of two");
+    refused(FixedChunker::new(1000), "fixed", "not a power of two");
+}
+
+#[test]
+fn no_chunker_makes_chunks_over_128_mib() {
+    // Chunks over 128 MiB cannot be stored, and the reading buffer is twice the largest chunk:
+    // such sizes are refused up front, naming the limit.
+    refused(PbsChunker::new(64 << 20), "PBS", "134217728 (128 MiB)");
+    refused(
+        PbsChunker::new(1 << 30),
+        "PBS",
+        "the largest average is 33554432",
+    );
+    refused(FixedChunker::new(256 << 20), "fixed", "134217728 (128 MiB)");
+    refused(FixedChunker::new(1 << 40), "fixed", "over the limit");
+    assert_eq!(
+        PbsChunker::new(PbsChunker::MAX_AVG).unwrap().max_size(),
+        MAX_CHUNK_SIZE
+    );
+    assert_eq!(
+        FixedChunker::new(MAX_CHUNK_SIZE).unwrap().max_size(),
+        MAX_CHUNK_SIZE
+    );
+    assert_eq!(
+        CasyncChunker::new(1, 1 << 20, MAX_CHUNK_SIZE)
+            .unwrap()
+            .max_size(),
+        MAX_CHUNK_SIZE
+    );
 }
 
 #[test]
