@@ -7,20 +7,29 @@ use std::sync::Arc;
 
 use crate::digest::{Digest, to_hex};
 use crate::error::{Location, Result, StoreError};
-use crate::fs::{chunk_file_exists, insert_chunk_file, list_chunk_files, read_chunk_file};
-use crate::pbs::blocking;
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+use crate::fs::{
+    chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, touch_chunk_file,
+};
+use crate::pbs::{blocking, sync_store};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel};
+
+/// The shortest complete compressed chunk file: the smallest zstd frame (4-byte magic, 2-byte
+/// frame header, 3-byte block header); xz and gzip streams are longer. Shorter files were torn.
+const MIN_COMPRESSED_FILE: u64 = 9;
+/// An uncompressed chunk file is the chunk itself, which is never empty.
+const MIN_UNCOMPRESSED_FILE: u64 = 1;
 
 /// A casync `.castr` store on local disk.
 ///
-/// Reads compressed (`.cacnk`) and uncompressed chunks; writes zstd `.cacnk` files atomically.
-/// Temporary files of casync (`<id>.<hex>.tmp`), desync (`.tmp-cacnk*`) and cairn are never
-/// taken for chunks.
+/// Reads compressed (`.cacnk`) and uncompressed chunks; writes zstd `.cacnk` files atomically,
+/// as durable as the [`SyncLevel`] says. Temporary files of casync (`<id>.<hex>.tmp`), desync
+/// (`.tmp-cacnk*`) and cairn are never taken for chunks, nor are torn files (shorter than the
+/// smallest complete chunk file), which the next insert replaces.
 #[derive(Debug, Clone)]
 pub struct CastrStore {
     base: PathBuf,
     name: Arc<str>,
-    fsync: bool,
+    sync: SyncLevel,
 }
 
 impl CastrStore {
@@ -52,7 +61,7 @@ impl CastrStore {
         Self {
             base: base.to_path_buf(),
             name: Arc::from(format!("castr:{}", base.display())),
-            fsync: false,
+            sync: SyncLevel::default(),
         }
     }
 
@@ -60,11 +69,25 @@ impl CastrStore {
         StoreError::store(&self.name, problem, source)
     }
 
-    /// Whether inserts fsync each chunk before it appears.
+    /// How durable inserts are (see [`SyncLevel`]; [`SyncLevel::Filesystem`] by default).
     #[must_use]
-    pub fn with_fsync(mut self, fsync: bool) -> Self {
-        self.fsync = fsync;
+    pub fn with_sync(mut self, sync: SyncLevel) -> Self {
+        self.sync = sync;
         self
+    }
+
+    /// The sync level.
+    #[must_use]
+    pub fn sync_level(&self) -> SyncLevel {
+        self.sync
+    }
+
+    /// Both places chunk `digest` may be, with the shortest complete file of each.
+    fn chunk_files(&self, digest: &Digest) -> [(PathBuf, u64); 2] {
+        [
+            (self.chunk_path(digest), MIN_COMPRESSED_FILE),
+            (self.uncompressed_chunk_path(digest), MIN_UNCOMPRESSED_FILE),
+        ]
     }
 
     /// The store's folder.
@@ -92,9 +115,9 @@ impl CastrStore {
     /// # Errors
     /// [`StoreError::Store`] if a folder cannot be listed.
     pub fn digests(&self) -> Result<Vec<Digest>> {
-        let mut all = list_chunk_files(&self.base, ".cacnk")
+        let mut all = list_chunk_files(&self.base, ".cacnk", MIN_COMPRESSED_FILE)
             .and_then(|mut compressed| {
-                compressed.extend(list_chunk_files(&self.base, "")?);
+                compressed.extend(list_chunk_files(&self.base, "", MIN_UNCOMPRESSED_FILE)?);
                 Ok(compressed)
             })
             .map_err(|e| self.problem("cannot list the chunks", Some(e)))?;
@@ -119,10 +142,11 @@ impl ChunkStore for CastrStore {
         let plain = self.uncompressed_chunk_path(digest);
         let (c, p) = (compressed.clone(), plain.clone());
         let read = blocking(move || {
-            if let Some(bytes) = read_chunk_file(&c)? {
+            if let Some(bytes) = read_chunk_file(&c, MIN_COMPRESSED_FILE)? {
                 return Ok(Some((EncodedFormat::CasyncCompressed, bytes, c)));
             }
-            Ok(read_chunk_file(&p)?.map(|bytes| (EncodedFormat::CasyncUncompressed, bytes, p)))
+            let plain = read_chunk_file(&p, MIN_UNCOMPRESSED_FILE)?;
+            Ok(plain.map(|bytes| (EncodedFormat::CasyncUncompressed, bytes, p)))
         })
         .await;
         match read {
@@ -146,29 +170,26 @@ impl ChunkStore for CastrStore {
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
-        let path = self.chunk_path(digest);
-        let plain = self.uncompressed_chunk_path(digest);
+        let [(path, min_len), (plain, plain_min)] = self.chunk_files(digest);
         let write_path = path.clone();
-        let fsync = self.fsync;
+        let sync = self.sync;
         blocking(move || {
-            if std::fs::metadata(&plain).is_ok_and(|m| m.is_file() && m.len() > 0) {
+            // An uncompressed copy counts as the chunk: touch it instead of adding another.
+            if touch_chunk_file(&plain, plain_min)? {
                 return Ok(PutOutcome::AlreadyPresent);
             }
-            insert_chunk_file(&write_path, &encoded, fsync)
+            insert_chunk_file(&write_path, &encoded, min_len, sync)
         })
         .await
         .map_err(|source| StoreError::write(&self.name, digest, Location::Path(path), source))
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
-        let paths = [
-            self.chunk_path(digest),
-            self.uncompressed_chunk_path(digest),
-        ];
-        let location = Location::Path(paths[0].clone());
+        let files = self.chunk_files(digest);
+        let location = Location::Path(files[0].0.clone());
         blocking(move || {
-            for path in &paths {
-                if chunk_file_exists(path)? {
+            for (path, min_len) in &files {
+                if chunk_file_present(path, *min_len)? {
                     return Ok(true);
                 }
             }
@@ -176,5 +197,24 @@ impl ChunkStore for CastrStore {
         })
         .await
         .map_err(|source| StoreError::read(&self.name, digest, location, source))
+    }
+
+    async fn touch(&self, digest: &Digest) -> Result<bool> {
+        let files = self.chunk_files(digest);
+        let location = Location::Path(files[0].0.clone());
+        blocking(move || {
+            for (path, min_len) in &files {
+                if touch_chunk_file(path, *min_len)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+        .map_err(|source| StoreError::touch(&self.name, digest, location, source))
+    }
+
+    async fn sync(&self) -> Result<()> {
+        sync_store(&self.name, &self.base, self.sync).await
     }
 }

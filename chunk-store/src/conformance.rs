@@ -23,6 +23,14 @@ pub trait ConformanceTarget: Send + Sync {
 
     /// Overwrites the stored bytes of `digest` with bytes that do not decode to its plaintext.
     fn damage(&self, digest: &Digest);
+
+    /// Replaces the stored chunk `digest` with what a crash mid-write leaves, the first
+    /// `keep` bytes of it (an empty file for 0), if the store can hold such a thing; returns
+    /// whether it did. Disk stores can; the memory store cannot.
+    fn tear(&self, digest: &Digest, keep: usize) -> bool {
+        let _ = (digest, keep);
+        false
+    }
 }
 
 /// Deterministic test data: half compressible text, half noise.
@@ -75,6 +83,21 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
             "duplicate put of {len} bytes"
         );
     }
+
+    // touch tells presence (and marks the chunk used); sync succeeds.
+    let absent = target.algorithm().digest(b"not stored yet");
+    assert!(
+        !store.touch(&absent).await.unwrap(),
+        "touch of an absent chunk"
+    );
+    let (stored, _) = source.write(sample_chunk(9, 3000)).await.unwrap();
+    assert!(
+        store.touch(&stored).await.unwrap(),
+        "touch of a stored chunk"
+    );
+    store.sync().await.unwrap();
+
+    check_torn_chunks(target, &source).await;
 
     // write_new encodes and stores only what is absent.
     let fresh = sample_chunk(8, 7000);
@@ -194,4 +217,45 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         inserted, 8,
         "each of 8 chunks inserted exactly once by 32 concurrent puts"
     );
+}
+
+/// A chunk file torn by a crash (empty, or cut inside its header) counts as absent everywhere,
+/// and the next write of the chunk replaces it.
+async fn check_torn_chunks(target: &dyn ConformanceTarget, source: &ChunkSource) {
+    let store = source.store();
+    for keep in [0usize, 1, 5] {
+        let plaintext = sample_chunk(40 + keep as u64, 2000);
+        let (digest, _) = source.write(plaintext.clone()).await.unwrap();
+        if !target.tear(&digest, keep) {
+            return;
+        }
+        assert!(
+            !store.contains(&digest).await.unwrap(),
+            "torn to {keep}: contains"
+        );
+        assert!(
+            !store.touch(&digest).await.unwrap(),
+            "torn to {keep}: touch"
+        );
+        let error = source.read(&digest, plaintext.len()).await.unwrap_err();
+        assert!(
+            error.is_missing(),
+            "torn to {keep}: read gives Missing, got {error}"
+        );
+        let (_, outcome) = source.write_new(plaintext.clone()).await.unwrap();
+        assert_eq!(
+            outcome,
+            PutOutcome::Inserted,
+            "torn to {keep}: write_new rewrites it"
+        );
+        assert!(source.read(&digest, plaintext.len()).await.unwrap() == plaintext);
+        target.tear(&digest, keep);
+        let (_, outcome) = source.write(plaintext.clone()).await.unwrap();
+        assert_eq!(
+            outcome,
+            PutOutcome::Inserted,
+            "torn to {keep}: put rewrites it"
+        );
+        assert!(source.read(&digest, plaintext.len()).await.unwrap() == plaintext);
+    }
 }

@@ -92,6 +92,32 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A chunk that is present could not be marked as used (its access time set).
+    #[error("{store}: cannot mark chunk {digest} at {location} as used: {source}")]
+    Touch {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: DigestHex,
+        /// Where it is.
+        location: Location,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// Making the store's chunks durable failed.
+    #[error("{store}: cannot sync {location} ({level} level): {source}")]
+    Sync {
+        /// The store.
+        store: Arc<str>,
+        /// What was being synced.
+        location: Location,
+        /// The store's sync level.
+        level: &'static str,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
     /// The store itself cannot be used (missing folder, not a datastore).
     #[error("{store}: {problem}")]
     Store {
@@ -246,6 +272,20 @@ impl StoreError {
         source: io::Error,
     ) -> Self {
         Self::Write {
+            store: Arc::clone(store),
+            digest: DigestHex(*digest),
+            location,
+            source,
+        }
+    }
+
+    pub(crate) fn touch(
+        store: &Arc<str>,
+        digest: &Digest,
+        location: Location,
+        source: io::Error,
+    ) -> Self {
+        Self::Touch {
             store: Arc::clone(store),
             digest: DigestHex(*digest),
             location,

@@ -41,7 +41,7 @@ pub enum Target {
 
 /// Wraps a store and applies faults to its `get`s; counts gets per digest.
 ///
-/// `put` and `contains` pass through. [`heal`](FaultStore::heal) removes every fault.
+/// `put`, `contains`, `touch` and `sync` pass through. [`heal`](FaultStore::heal) removes every fault.
 #[derive(Debug)]
 pub struct FaultStore {
     inner: Arc<dyn ChunkStore>,
@@ -181,5 +181,13 @@ impl ChunkStore for FaultStore {
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
         self.inner.contains(digest).await
+    }
+
+    async fn touch(&self, digest: &Digest) -> Result<bool> {
+        self.inner.touch(digest).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
     }
 }

@@ -57,7 +57,9 @@ pub use crate::error::{DigestHex, Location, Result, StoreError};
 pub use crate::memory::MemoryStore;
 pub use crate::pbs::PbsDatastore;
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
-pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+pub use crate::store::{
+    ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel,
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

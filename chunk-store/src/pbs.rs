@@ -4,21 +4,32 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::blob::BLOB_HEADER_SIZE;
 use crate::digest::{Digest, to_hex};
 use crate::error::{Location, Result, StoreError};
-use crate::fs::{chunk_file_exists, insert_chunk_file, list_chunk_files, read_chunk_file};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+use crate::fs::{
+    chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, sync_filesystem,
+    touch_chunk_file,
+};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel};
+
+/// The shortest complete chunk file: a blob header. Shorter files were torn by a crash.
+const MIN_CHUNK_FILE: u64 = BLOB_HEADER_SIZE as u64;
 
 /// A PBS datastore's chunk store on local disk.
 ///
 /// Prefix folders are created when a chunk needs one; a reader needs none of the 65,536 that PBS
-/// creates up front. Inserts are atomic (temporary file, then link), optionally fsynced.
+/// creates up front. Inserts are atomic (temporary file, then link) and as durable as the
+/// [`SyncLevel`] says ([`SyncLevel::Filesystem`] by default). A chunk file shorter than a blob
+/// header (torn by a crash) counts as absent and is replaced by the next insert. Chunks found
+/// present by an insert or [`touch`](ChunkStore::touch) get their access time updated, as PBS's
+/// garbage collection expects.
 #[derive(Debug, Clone)]
 pub struct PbsDatastore {
     base: PathBuf,
     chunks: PathBuf,
     name: Arc<str>,
-    fsync: bool,
+    sync: SyncLevel,
 }
 
 impl PbsDatastore {
@@ -53,7 +64,7 @@ impl PbsDatastore {
             base: base.to_path_buf(),
             chunks: base.join(".chunks"),
             name: Arc::from(format!("pbs:{}", base.display())),
-            fsync: false,
+            sync: SyncLevel::default(),
         }
     }
 
@@ -61,12 +72,19 @@ impl PbsDatastore {
         StoreError::store(&self.name, problem, source)
     }
 
-    /// Whether inserts fsync each chunk before it appears (off by default: a crash of the
-    /// process never exposes a partial chunk either way; fsync protects against power loss).
+    /// How durable inserts are (see [`SyncLevel`]; [`SyncLevel::Filesystem`] by default). A
+    /// crash of the process never exposes a partial chunk at any level; the level is about
+    /// crashes of the machine.
     #[must_use]
-    pub fn with_fsync(mut self, fsync: bool) -> Self {
-        self.fsync = fsync;
+    pub fn with_sync(mut self, sync: SyncLevel) -> Self {
+        self.sync = sync;
         self
+    }
+
+    /// The sync level.
+    #[must_use]
+    pub fn sync_level(&self) -> SyncLevel {
+        self.sync
     }
 
     /// The datastore's folder.
@@ -87,7 +105,7 @@ impl PbsDatastore {
     /// # Errors
     /// [`StoreError::Store`] if a folder cannot be listed.
     pub fn digests(&self) -> Result<Vec<Digest>> {
-        list_chunk_files(&self.chunks, "")
+        list_chunk_files(&self.chunks, "", MIN_CHUNK_FILE)
             .map_err(|e| self.problem("cannot list the chunks", Some(e)))
     }
 }
@@ -105,7 +123,7 @@ impl ChunkStore for PbsDatastore {
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
         let path = self.chunk_path(digest);
         let read_path = path.clone();
-        let read = blocking(move || read_chunk_file(&read_path)).await;
+        let read = blocking(move || read_chunk_file(&read_path, MIN_CHUNK_FILE)).await;
         let location = Location::Path(path);
         match read {
             Ok(Some(bytes)) => Ok(EncodedChunk {
@@ -121,8 +139,8 @@ impl ChunkStore for PbsDatastore {
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
         let path = self.chunk_path(digest);
         let write_path = path.clone();
-        let fsync = self.fsync;
-        blocking(move || insert_chunk_file(&write_path, &encoded, fsync))
+        let sync = self.sync;
+        blocking(move || insert_chunk_file(&write_path, &encoded, MIN_CHUNK_FILE, sync))
             .await
             .map_err(|source| StoreError::write(&self.name, digest, Location::Path(path), source))
     }
@@ -130,10 +148,39 @@ impl ChunkStore for PbsDatastore {
     async fn contains(&self, digest: &Digest) -> Result<bool> {
         let path = self.chunk_path(digest);
         let check = path.clone();
-        blocking(move || chunk_file_exists(&check))
+        blocking(move || chunk_file_present(&check, MIN_CHUNK_FILE))
             .await
             .map_err(|source| StoreError::read(&self.name, digest, Location::Path(path), source))
     }
+
+    async fn touch(&self, digest: &Digest) -> Result<bool> {
+        let path = self.chunk_path(digest);
+        let touch = path.clone();
+        blocking(move || touch_chunk_file(&touch, MIN_CHUNK_FILE))
+            .await
+            .map_err(|source| StoreError::touch(&self.name, digest, Location::Path(path), source))
+    }
+
+    async fn sync(&self) -> Result<()> {
+        sync_store(&self.name, &self.chunks, self.sync).await
+    }
+}
+
+/// [`ChunkStore::sync`] of a disk store whose chunks live under `folder`.
+pub(crate) async fn sync_store(name: &Arc<str>, folder: &Path, level: SyncLevel) -> Result<()> {
+    if level != SyncLevel::Filesystem {
+        // `File` synced every chunk as it was written; `None` syncs nothing.
+        return Ok(());
+    }
+    let path = folder.to_path_buf();
+    blocking(move || sync_filesystem(&path))
+        .await
+        .map_err(|source| StoreError::Sync {
+            store: Arc::clone(name),
+            location: Location::Path(folder.to_path_buf()),
+            level: level.name(),
+            source,
+        })
 }
 
 /// Runs blocking file work off the async workers; outside a runtime, runs it in place.

@@ -181,10 +181,11 @@ impl ChunkSource {
     }
 
     /// Like [`write`](ChunkSource::write), but asks the store first and encodes only a chunk it
-    /// does not have: for backups, where most chunks of a second run are already stored.
+    /// does not have: for backups, where most chunks of a second run are already stored. A
+    /// chunk the store has is [touched](ChunkStore::touch), so garbage collection keeps it.
     ///
     /// # Errors
-    /// As [`write`](ChunkSource::write), and the store's error from `contains`.
+    /// As [`write`](ChunkSource::write), and the store's error from `touch`.
     pub async fn write_new(&self, plaintext: Vec<u8>) -> Result<(Digest, PutOutcome)> {
         let algorithm = self.algorithm;
         let (digest, plaintext) = self
@@ -192,7 +193,7 @@ impl ChunkSource {
                 Ok((algorithm.digest(&plaintext), plaintext))
             })
             .await?;
-        if self.store.contains(&digest).await? {
+        if self.store.touch(&digest).await? {
             return Ok((digest, PutOutcome::AlreadyPresent));
         }
         let encoding = self.store.encoding();

@@ -48,6 +48,35 @@ pub enum PutOutcome {
     AlreadyPresent,
 }
 
+/// How durable a disk store makes the chunks it writes, before a backup commits an index that
+/// names them. The levels are PBS's `sync-level`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SyncLevel {
+    /// No syncs. Fastest; after a crash of the machine (not just of the process) an index may
+    /// name chunks that never reached the disk.
+    None,
+    /// Nothing per chunk; [`ChunkStore::sync`] makes one `syncfs(2)` of the store's filesystem,
+    /// which a backup calls after its last chunk and before it commits its index. The default.
+    #[default]
+    Filesystem,
+    /// Every new chunk file is fsynced before it appears, and its folder (and the parent of a
+    /// new prefix folder) after: each chunk is durable when `put` returns.
+    File,
+}
+
+impl SyncLevel {
+    /// The level's name as PBS and the `cairn` command spell it: `none`, `filesystem`, `file`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Filesystem => "filesystem",
+            Self::File => "file",
+        }
+    }
+}
+
 /// A store of encoded chunks addressed by digest.
 ///
 /// It moves bytes only: it neither decodes nor checks digests. [`ChunkSource`](crate::ChunkSource)
@@ -69,15 +98,37 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk>;
 
     /// Stores `encoded` (in [`encoding`](ChunkStore::encoding)) under `digest`, unless it is
-    /// there already. Atomic: a concurrent reader sees the whole chunk or none.
+    /// there already, in which case the chunk is [touched](ChunkStore::touch). Atomic: a
+    /// concurrent reader sees the whole chunk or none.
     ///
     /// # Errors
-    /// [`StoreError::Write`](crate::StoreError::Write) if it cannot be written.
+    /// [`StoreError::Write`](crate::StoreError::Write) if it cannot be written (or synced, at
+    /// [`SyncLevel::File`]); [`StoreError::Touch`](crate::StoreError::Touch) if a chunk already
+    /// there cannot be touched.
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome>;
 
-    /// Whether the store has `digest`.
+    /// Whether the store has `digest`. Disk stores count a torn chunk file (empty, or shorter
+    /// than the shortest complete chunk) as absent.
     ///
     /// # Errors
     /// [`StoreError::Read`](crate::StoreError::Read) if that cannot be told.
     async fn contains(&self, digest: &Digest) -> Result<bool>;
+
+    /// Marks chunk `digest` as used now, if the store has it, and tells whether it has it: what
+    /// a backup does for each chunk it finds already stored. A PBS datastore's garbage
+    /// collection removes chunks whose access time is older than its cutoff, so disk stores set
+    /// the chunk file's access time; stores without such a collector only check presence.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`](crate::StoreError::Read) if presence cannot be told;
+    /// [`StoreError::Touch`](crate::StoreError::Touch) if a present chunk cannot be touched.
+    async fn touch(&self, digest: &Digest) -> Result<bool>;
+
+    /// Makes every chunk this store has put so far durable, as its [`SyncLevel`] says: called
+    /// once after the last chunk of a backup and before its index is committed, so that a crash
+    /// never leaves an index naming chunks that are not on stable storage.
+    ///
+    /// # Errors
+    /// [`StoreError::Sync`](crate::StoreError::Sync) if the sync fails.
+    async fn sync(&self) -> Result<()>;
 }

@@ -106,7 +106,10 @@ fn sizes_are_bounded_before_allocating() {
     ));
     // casync zstd frames carry no size: decoding stops at the expected length.
     let frame = encode_casync_chunk(&vec![3u8; 50_000]).unwrap();
-    assert!(decode_casync_chunk(&frame, 49_999).is_err());
+    assert!(matches!(
+        decode_casync_chunk(&frame, 49_999).unwrap_err(),
+        StoreError::TooLarge { limit: 49_999, .. }
+    ));
     assert_eq!(decode_casync_chunk(&frame, 50_000).unwrap().len(), 50_000);
     // Plaintext over the cap is refused before encoding.
     assert!(matches!(

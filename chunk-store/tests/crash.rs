@@ -1,8 +1,8 @@
 //! Crash safety: a process killed with SIGKILL in the middle of many inserts leaves no chunk
 //! under a final name whose contents fail verification.
 //!
-//! The test runs its own binary again as the child (`child_inserts_until_killed`, which does
-//! nothing unless `CAIRN_CRASH_STORE` names a store) and kills it mid-write.
+//! The test runs its own binary again as the child: started with `CAIRN_CRASH_STORE` naming a
+//! store, the same test inserts chunks until it is killed, and never returns.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -20,18 +20,15 @@ fn chunk(i: u64) -> Vec<u8> {
     data
 }
 
-#[test]
-fn child_inserts_until_killed() {
-    let Some(base) = std::env::var_os("CAIRN_CRASH_STORE") else {
-        return;
-    };
+/// The child's part: insert chunks into the store at `base` until killed.
+fn insert_until_killed(base: &std::ffi::OsStr) -> ! {
     let pbs = std::env::var_os("CAIRN_CRASH_KIND").is_some_and(|k| k == "pbs");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store: Arc<dyn ChunkStore> = if pbs {
-            Arc::new(PbsDatastore::init(&base).unwrap())
+            Arc::new(PbsDatastore::init(base).unwrap())
         } else {
-            Arc::new(CastrStore::create(&base).unwrap())
+            Arc::new(CastrStore::create(base).unwrap())
         };
         let algorithm = if pbs {
             DigestAlgorithm::Sha256
@@ -43,17 +40,21 @@ fn child_inserts_until_killed() {
             source.write(chunk(i)).await.unwrap();
         }
     });
+    unreachable!("the child inserts until it is killed")
 }
 
 #[test]
 fn sigkill_mid_insert_leaves_no_bad_chunk() {
+    if let Some(base) = std::env::var_os("CAIRN_CRASH_STORE") {
+        insert_until_killed(&base);
+    }
     for kind in ["pbs", "castr"] {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("store");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "child_inserts_until_killed",
+                "sigkill_mid_insert_leaves_no_bad_chunk",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -33,6 +33,16 @@ impl ConformanceTarget for Pbs {
         bytes[last] ^= 0xff;
         std::fs::write(path, bytes).unwrap();
     }
+    fn tear(&self, digest: &Digest, keep: usize) -> bool {
+        tear_file(&self.0.chunk_path(digest), keep)
+    }
+}
+
+/// Cuts the file at `path` to its first `keep` bytes, in place.
+fn tear_file(path: &std::path::Path, keep: usize) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    std::fs::write(path, &bytes[..keep.min(bytes.len())]).unwrap();
+    true
 }
 
 /// The store and the folder it lives in.
@@ -47,6 +57,9 @@ impl ConformanceTarget for Castr {
     }
     fn damage(&self, digest: &Digest) {
         std::fs::write(self.0.chunk_path(digest), b"\x28\xb5\x2f\xfd broken frame").unwrap();
+    }
+    fn tear(&self, digest: &Digest, keep: usize) -> bool {
+        tear_file(&self.0.chunk_path(digest), keep)
     }
 }
 
@@ -71,12 +84,120 @@ async fn castr_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fsync_stores_conform() {
+async fn stores_conform_at_every_sync_level() {
+    for level in [SyncLevel::None, SyncLevel::File] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PbsDatastore::init(dir.path().join("ds"))
+            .unwrap()
+            .with_sync(level);
+        assert_eq!(store.sync_level(), level);
+        check_store(&Pbs(store, dir)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = CastrStore::create(dir.path().join("s.castr"))
+            .unwrap()
+            .with_sync(level);
+        check_store(&Castr(store, dir)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_an_error_naming_the_store_and_level() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PbsDatastore::init(dir.path().join("ds"))
-        .unwrap()
-        .with_fsync(true);
-    check_store(&Pbs(store, dir)).await;
+    let store = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    assert_eq!(store.sync_level(), SyncLevel::Filesystem, "the default");
+    store.sync().await.unwrap();
+    std::fs::remove_dir(dir.path().join("ds/.chunks")).unwrap();
+    match store.sync().await {
+        Err(StoreError::Sync {
+            level,
+            location,
+            source,
+            ..
+        }) => {
+            assert_eq!(level, "filesystem");
+            assert!(location.to_string().ends_with(".chunks"), "{location}");
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected a sync error, got {other:?}"),
+    }
+}
+
+/// Sets the access and modification times of `path` to `days` days ago.
+fn age(path: &std::path::Path, days: u64) -> std::time::SystemTime {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(then)
+            .set_modified(then),
+    )
+    .unwrap();
+    then
+}
+
+fn times(path: &std::path::Path) -> (std::time::SystemTime, std::time::SystemTime) {
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.accessed().unwrap(), meta.modified().unwrap())
+}
+
+/// A backup that finds a chunk already stored sets its access time to now (its modification
+/// time stays), as PBS does: PBS's garbage collection sweeps chunks whose access time is older
+/// than its cutoff (a day and 5 minutes), so an untouched old chunk that a new index names would
+/// be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_an_old_chunk_updates_its_access_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let pbs = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    let castr = CastrStore::create(dir.path().join("s.castr")).unwrap();
+    let stores: [(Arc<dyn ChunkStore>, PathBuf, DigestAlgorithm); 2] = {
+        let plaintext = sample_chunk(70, 9000);
+        let pbs_digest = DigestAlgorithm::Sha256.digest(&plaintext);
+        let castr_digest = DigestAlgorithm::Sha512_256.digest(&plaintext);
+        [
+            (
+                Arc::new(pbs.clone()),
+                pbs.chunk_path(&pbs_digest),
+                DigestAlgorithm::Sha256,
+            ),
+            (
+                Arc::new(castr.clone()),
+                castr.chunk_path(&castr_digest),
+                DigestAlgorithm::Sha512_256,
+            ),
+        ]
+    };
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    for (store, path, algorithm) in stores {
+        let source = ChunkSource::new(Arc::clone(&store), algorithm);
+        let plaintext = sample_chunk(70, 9000);
+        source.write(plaintext.clone()).await.unwrap();
+        // Three ways a backup meets a stored chunk: write_new, a plain write (put), touch.
+        for way in ["write_new", "write", "touch"] {
+            let old = age(&path, 3);
+            let outcome = match way {
+                "write_new" => source.write_new(plaintext.clone()).await.unwrap().1,
+                "write" => source.write(plaintext.clone()).await.unwrap().1,
+                _ => {
+                    assert!(store.touch(&algorithm.digest(&plaintext)).await.unwrap());
+                    PutOutcome::AlreadyPresent
+                }
+            };
+            assert_eq!(outcome, PutOutcome::AlreadyPresent, "{way}");
+            let (accessed, modified) = times(&path);
+            assert!(
+                accessed > day_ago,
+                "{}: {way} left the access time {:?} old",
+                store.name(),
+                std::time::SystemTime::now().duration_since(accessed)
+            );
+            assert_eq!(
+                modified,
+                old,
+                "{}: {way} changed the modification time",
+                store.name()
+            );
+        }
+    }
 }
 
 fn hex(d: &Digest) -> String {
@@ -203,10 +324,18 @@ fn opening_something_that_is_not_a_store_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let error = PbsDatastore::open(dir.path()).unwrap_err();
     assert!(error.to_string().contains("no .chunks folder"), "{error}");
-    assert!(CastrStore::open(dir.path().join("absent")).is_err());
+    let absent = CastrStore::open(dir.path().join("absent")).unwrap_err();
+    assert!(
+        matches!(&absent, StoreError::Store { source: Some(e), .. } if e.kind() == std::io::ErrorKind::NotFound),
+        "{absent:?}"
+    );
     let file = dir.path().join("file");
     std::fs::write(&file, b"").unwrap();
-    assert!(CastrStore::open(&file).is_err());
+    let not_a_folder = CastrStore::open(&file).unwrap_err();
+    assert!(
+        matches!(&not_a_folder, StoreError::Store { problem, source: None, .. } if problem.contains("not a folder")),
+        "{not_a_folder:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +352,14 @@ async fn fault_store_injects_and_heals() {
         source.read(&a, 1000).await.unwrap_err(),
         StoreError::Injected { .. }
     ));
-    assert!(source.read(&b, 9000).await.is_err());
+    let corrupt = source.read(&b, 9000).await.unwrap_err();
+    assert!(
+        matches!(
+            corrupt,
+            StoreError::Corrupt { .. } | StoreError::DigestMismatch { .. }
+        ),
+        "{corrupt:?}"
+    );
     faulty.heal();
     faulty.add(Target::Digest(a), Fault::Panic);
     let panicked = tokio::spawn({
@@ -233,8 +369,8 @@ async fn fault_store_injects_and_heals() {
     .await;
     assert!(panicked.unwrap_err().is_panic());
     faulty.heal();
-    assert!(source.read(&a, 1000).await.is_ok());
-    assert!(source.read(&b, 9000).await.is_ok());
+    assert_eq!(source.read(&a, 1000).await.unwrap(), sample_chunk(1, 1000));
+    assert_eq!(source.read(&b, 9000).await.unwrap(), sample_chunk(2, 9000));
     assert_eq!(faulty.gets_of(&a), 3);
     assert_eq!(faulty.total_gets(), 5);
 }

@@ -342,13 +342,20 @@ fn a_commit_that_fails_leaves_no_temporary_and_the_destination_as_it_was() {
         }
         other => panic!("expected a write error, got {other:?}"),
     }
-    assert!(!temporary.exists(), "the temporary file outlived the failed commit");
+    assert!(
+        !temporary.exists(),
+        "the temporary file outlived the failed commit"
+    );
     assert_eq!(std::fs::read(destination.join("keep")).unwrap(), b"kept");
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["image.fidx"], "only the folder that was there remains");
+    assert_eq!(
+        names,
+        ["image.fidx"],
+        "only the folder that was there remains"
+    );
 }
 
 #[test]
