@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::blob::MAX_BLOB_SIZE;
@@ -33,7 +34,13 @@ pub(crate) fn chunk_file_present(path: &Path, min_len: u64) -> io::Result<bool> 
 /// [`MAX_CHUNK_FILE`] are refused before reading, so a damaged size can never make us allocate
 /// without bound.
 pub(crate) fn read_chunk_file(path: &Path, min_len: u64) -> io::Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
+    // Non-blocking, so that a FIFO put where a chunk should be is refused below instead of
+    // waiting forever for a writer; regular files ignore the flag.
+    let opened = File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -300,6 +300,20 @@ async fn errors_name_the_store_the_digest_and_the_path() {
     );
     std::fs::remove_dir(&path).unwrap();
 
+    // A FIFO where the chunk should be: an error at once, not a wait for a writer.
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = tokio::time::timeout(std::time::Duration::from_secs(5), source.read(&digest, 10))
+        .await
+        .expect("reading a FIFO chunk hung")
+        .unwrap_err();
+    assert!(matches!(fifo, StoreError::Read { .. }), "{fifo}");
+    assert!(fifo.to_string().contains("not a regular file"), "{fifo}");
+    std::fs::remove_file(&path).unwrap();
+
     // Corrupt.
     std::fs::write(&path, b"not a blob at all").unwrap();
     let corrupt = source.read(&digest, 10).await.unwrap_err();
