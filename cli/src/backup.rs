@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_chunk_store::{ChunkSource, ChunkStore, DigestAlgorithm, PutOutcome};
+use cairn_chunk_store::{ChunkSource, ChunkStore, DigestAlgorithm, PutOutcome, SyncLevel};
 use cairn_index::{
     AtomicFile, CasyncChunker, CasyncIndexWriter, CasyncParams, Chunker, DynamicIndexWriter,
     FixedChunker, FixedIndexWriter, PbsChunker, ReadChunks,
@@ -15,6 +15,7 @@ use futures_util::stream::FuturesOrdered;
 use indicatif::ProgressBar;
 
 use crate::Failure;
+use crate::interrupt::Stop;
 use crate::progress;
 use crate::store::StoreSpec;
 
@@ -39,6 +40,28 @@ pub(crate) enum DigestArg {
     Sha512_256,
 }
 
+/// How durable a backup's chunks are before its index is committed (PBS's sync levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SyncArg {
+    /// No syncs of chunks (fastest; a crash of the machine may leave an index naming chunks
+    /// that never reached the disk). The index itself is still fsynced.
+    None,
+    /// One syncfs of the store's filesystem after the last chunk, before the index appears.
+    Filesystem,
+    /// fsync every new chunk file and every new prefix folder as it is written.
+    File,
+}
+
+impl SyncArg {
+    pub(crate) fn level(self) -> SyncLevel {
+        match self {
+            Self::None => SyncLevel::None,
+            Self::Filesystem => SyncLevel::Filesystem,
+            Self::File => SyncLevel::File,
+        }
+    }
+}
+
 /// Arguments of `cairn backup`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BackupArgs {
@@ -56,24 +79,38 @@ pub(crate) struct BackupArgs {
     /// The digest of a caibx backup.
     #[arg(long, value_enum, default_value = "sha512-256")]
     digest: DigestArg,
+    /// How durable the chunks are before the index is committed.
+    #[arg(long, value_enum, default_value = "filesystem")]
+    sync: SyncArg,
     /// The file to back up.
     input: PathBuf,
     /// The index to write (replaced atomically).
     index: PathBuf,
 }
 
-/// A size such as `4096`, `64K`, `4M` or `1G` (powers of 1024).
+/// A size such as `4096`, `64K`, `64KiB`, `4M`, `4MiB`, `1G` or `1GiB` (powers of 1024; `T`
+/// and `TiB` too).
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let (digits, shift) = match text.chars().last() {
-        Some('k' | 'K') => (&text[..text.len() - 1], 10),
-        Some('m' | 'M') => (&text[..text.len() - 1], 20),
-        Some('g' | 'G') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        "T" | "t" | "TiB" => 40,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)"
+            ));
+        }
     };
     let value: u64 = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a size (like 4096, 64K or 4M)"))?;
+        .map_err(|_| format!("`{text}` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)"))?;
     value
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("`{text}` is too large"))
@@ -176,17 +213,22 @@ fn chunker_and_writer(
     })
 }
 
-/// Backs `input` up into `store`, writing `index`.
+/// Backs `input` up into `store`, writing `index`: the chunks are stored (at most 16 writes in
+/// flight), made durable by the store's [`ChunkStore::sync`], and only then is the index
+/// committed, so a crash never leaves an index naming chunks that are not on disk. On an error
+/// or a stop, the writes in flight finish (each leaves a whole chunk or nothing) and no index
+/// appears.
 pub(crate) async fn backup(
     store: Arc<dyn ChunkStore>,
     input: &Path,
     index: &Path,
     plan: Plan,
     bar: &ProgressBar,
+    stop: &Stop,
 ) -> Result<Summary, Failure> {
     let started = Instant::now();
     let (chunker, mut writer, algorithm) = chunker_and_writer(plan, index)?;
-    let source = ChunkSource::new(store, algorithm);
+    let source = ChunkSource::new(Arc::clone(&store), algorithm);
     let file = std::fs::File::open(input)
         .map_err(|e| Failure::data(format!("{}: cannot read: {e}", input.display())))?;
     // Reading and cutting run on a thread of their own, a few chunks ahead of the writers.
@@ -205,9 +247,12 @@ pub(crate) async fn backup(
     let mut unique: HashMap<[u8; 32], u64> = HashMap::new();
     let mut end = 0u64;
     let mut input_done = false;
-    loop {
-        while !input_done && in_flight.len() < in_flight_limit {
-            match receiver.recv().await {
+    // Taking chunks from the cutter and finishing writes go on side by side, so a slow input
+    // never holds back the writes of chunks already cut; FuturesOrdered keeps index order.
+    let outcome: Result<(), Failure> = loop {
+        let can_take = !input_done && !stop.is_stopped() && in_flight.len() < in_flight_limit;
+        tokio::select! {
+            next = receiver.recv(), if can_take => match next {
                 Some(Ok(chunk)) => {
                     let source = source.clone();
                     let len = chunk.len() as u64;
@@ -215,31 +260,45 @@ pub(crate) async fn backup(
                         .push_back(async move { source.write_new(chunk).await.map(|r| (len, r)) });
                 }
                 Some(Err(e)) => {
-                    return Err(Failure::data(format!(
-                        "{}: cannot read: {e}",
-                        input.display()
-                    )));
+                    break Err(Failure::data(format!("{}: cannot read: {e}", input.display())));
                 }
                 None => input_done = true,
-            }
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let (len, (digest, outcome)) = match done {
+                    Ok(done) => done,
+                    Err(e) => break Err(Failure::data(e)),
+                };
+                end += len;
+                summary.chunks += 1;
+                if outcome == PutOutcome::Inserted {
+                    summary.new_chunks += 1;
+                }
+                unique.entry(digest).or_insert(len);
+                bar.inc(len);
+                let pushed = match &mut writer {
+                    Writer::Fixed(w) => w.push(&digest),
+                    Writer::Dynamic(w) => w.push(end, &digest),
+                    Writer::Casync(w) => w.push(end, &digest),
+                };
+                if let Err(e) = pushed {
+                    break Err(Failure::data(e));
+                }
+            },
+            // Wakes the loop so that it stops taking input.
+            () = stop.stopped(), if can_take => {}
+            else => break Ok(()),
         }
-        let Some(done) = in_flight.next().await else {
-            break;
-        };
-        let (len, (digest, outcome)) = done.map_err(Failure::data)?;
-        end += len;
-        summary.chunks += 1;
-        if outcome == PutOutcome::Inserted {
-            summary.new_chunks += 1;
-        }
-        unique.entry(digest).or_insert(len);
-        bar.inc(len);
-        let pushed = match &mut writer {
-            Writer::Fixed(w) => w.push(&digest),
-            Writer::Dynamic(w) => w.push(end, &digest),
-            Writer::Casync(w) => w.push(end, &digest),
-        };
-        pushed.map_err(Failure::data)?;
+    };
+    // Whatever ended the loop, the chunk writes under way finish before we return: none is
+    // left to be cut off at exit with its temporary file behind.
+    while in_flight.next().await.is_some() {}
+    outcome?;
+    if stop.is_stopped() {
+        return Err(Failure::interrupted(format!(
+            "no index was written; {} chunks stored so far are complete and reusable",
+            summary.new_chunks
+        )));
     }
     cutter.await.map_err(|e| {
         Failure::data(format!(
@@ -247,6 +306,11 @@ pub(crate) async fn backup(
             input.display()
         ))
     })?;
+    // The chunks reach stable storage before the index that names them exists.
+    store.sync().await.map_err(Failure::data)?;
+    if stop.is_stopped() {
+        return Err(Failure::interrupted("no index was written"));
+    }
     let committed = match writer {
         Writer::Fixed(w) => w.finish(end).and_then(AtomicFile::commit),
         Writer::Dynamic(w) => w.finish().and_then(AtomicFile::commit),
@@ -261,8 +325,10 @@ pub(crate) async fn backup(
 }
 
 /// Runs `cairn backup`.
-pub(crate) async fn run(args: &BackupArgs, quiet: bool) -> Result<(), Failure> {
-    let store = args.store.create(args.format != Format::Caibx)?;
+pub(crate) async fn run(args: &BackupArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
+    let store = args
+        .store
+        .create(args.format != Format::Caibx, args.sync.level())?;
     let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
     let bar = progress::bytes(total, "backup", quiet);
     let plan = Plan {
@@ -270,7 +336,7 @@ pub(crate) async fn run(args: &BackupArgs, quiet: bool) -> Result<(), Failure> {
         chunk_size: args.chunk_size,
         digest: args.digest,
     };
-    let summary = backup(store, &args.input, &args.index, plan, &bar).await?;
+    let summary = backup(store, &args.input, &args.index, plan, &bar, stop).await?;
     bar.finish_and_clear();
     if !quiet {
         eprintln!(
@@ -297,7 +363,21 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("64K"), Ok(65536));
         assert_eq!(parse_size("4m"), Ok(4 << 20));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999999G").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(
+            parse_size("x"),
+            Err("`x` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)".to_owned())
+        );
+        assert_eq!(
+            parse_size("4MB"),
+            Err("`4MB` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)".to_owned())
+        );
+        assert_eq!(
+            parse_size("99999999999999999G"),
+            Err("`99999999999999999G` is too large".to_owned())
+        );
     }
 }

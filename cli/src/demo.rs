@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::Failure;
 use crate::backup::{self, DigestArg, Format, Plan};
+use crate::interrupt::Stop;
 use crate::progress::{self, mb_per_s};
 use crate::restore::restore_to_file;
 
@@ -117,7 +118,7 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
 
 /// Runs `cairn demo`.
 #[allow(clippy::too_many_lines)]
-pub(crate) async fn run(args: &DemoArgs, quiet: bool) -> Result<(), Failure> {
+pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
     let started = Instant::now();
     let workspace = match &args.keep {
         Some(dir) => Workspace {
@@ -176,7 +177,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool) -> Result<(), Failure> {
             chunk_size: None,
             digest: DigestArg::Sha512_256,
         };
-        let summary = backup::backup(Arc::clone(store), &image, index, plan, &bar).await?;
+        let summary = backup::backup(Arc::clone(store), &image, index, plan, &bar, stop).await?;
         bar.finish_and_clear();
         say(format!(
             "  backup → {name:<20} {:>5.0} MB/s, {} chunks, {} unique, dedup ratio {:.2}",
@@ -198,7 +199,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool) -> Result<(), Failure> {
         ));
         let bar = progress::bytes(args.size, "restore", quiet);
         let t = Instant::now();
-        restore_to_file(&reader, &output, false, &bar).await?;
+        restore_to_file(&reader, &output, None, false, &bar, stop).await?;
         let seconds = t.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let actual = sha256_of(&output).map_err(io(&output))?;

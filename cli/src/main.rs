@@ -1,11 +1,14 @@
 //! The `cairn` command.
 //!
 //! Exit codes: 0 ok, 1 a data or verification error (one line on stderr naming the file, the
-//! chunk and the offset), 2 a usage error.
+//! chunk and the offset), 2 a usage error, 130 / 143 stopped by SIGINT / SIGTERM (one line; the
+//! run's temporary files removed).
 
 mod backup;
 mod demo;
 mod info;
+mod interrupt;
+mod output;
 mod progress;
 mod restore;
 mod store;
@@ -14,6 +17,8 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::interrupt::Stop;
 
 /// Reads and writes deduplicated backup data: PBS datastores and casync stores.
 #[derive(Debug, Parser)]
@@ -67,6 +72,63 @@ impl Failure {
             code: 2,
         }
     }
+
+    /// The failure, said of `path` (when the message does not name it already).
+    pub(crate) fn context(mut self, path: &std::path::Path) -> Self {
+        let shown = path.display().to_string();
+        if !self.message.contains(&shown) {
+            self.message = format!("{shown}: {}", self.message);
+        }
+        self
+    }
+
+    /// A command that stopped because a signal asked it to; `what` says what it left behind
+    /// (the exit code is the signal's).
+    pub(crate) fn interrupted(what: impl std::fmt::Display) -> Self {
+        Self {
+            message: what.to_string(),
+            code: 1,
+        }
+    }
+}
+
+async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure> {
+    match command {
+        Command::Backup(args) => backup::run(args, quiet, stop).await,
+        Command::Restore(args) => restore::run_restore(args, quiet, stop).await,
+        Command::Cat(args) => restore::run_cat(args, quiet, stop).await,
+        Command::Read(args) => restore::run_read(args).await,
+        Command::Verify(args) => verify::run(args, quiet, stop).await,
+        Command::Info(args) => info::run(args),
+        Command::Demo(args) => demo::run(args, quiet, stop).await,
+    }
+}
+
+/// Runs the command; on a signal, lets it stop cleanly (it sees the signal too), or stops at
+/// once on a second one.
+async fn run_until_stopped(command: &Command, quiet: bool) -> Result<(), Failure> {
+    let stop = Stop::listen()
+        .map_err(|e| Failure::data(format!("cannot install the signal handlers: {e}")))?;
+    let running = run(command, quiet, &stop);
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = stop.stopped() => tokio::select! {
+            result = &mut running => result,
+            () = stop.signals(2) => Err(Failure::interrupted(
+                "stopped at once by a second signal; temporary files may remain",
+            )),
+        },
+    };
+    match (result, stop.signal()) {
+        // Whatever the command ended with after a signal (its own note of what it left, or an
+        // error the interruption caused), the run was interrupted.
+        (Err(failure), Some(signal)) => Err(Failure {
+            message: format!("interrupted by {}: {}", signal.name(), failure.message),
+            code: signal.exit_code(),
+        }),
+        (result, _) => result,
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,18 +143,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let quiet = cli.quiet;
-    let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Backup(args) => backup::run(args, quiet).await,
-            Command::Restore(args) => restore::run_restore(args, quiet).await,
-            Command::Cat(args) => restore::run_cat(args, quiet).await,
-            Command::Read(args) => restore::run_read(args).await,
-            Command::Verify(args) => verify::run(args, quiet).await,
-            Command::Info(args) => info::run(args),
-            Command::Demo(args) => demo::run(args, quiet).await,
-        }
-    });
+    let result = runtime.block_on(run_until_stopped(&cli.command, cli.quiet));
+    // Every command has finished the work that matters (chunk writes, renames) before it
+    // returns; a thread still blocked reading a pipe or writing to one is not waited for.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore};
+use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore, SyncLevel};
 
 use crate::Failure;
 
@@ -81,13 +81,25 @@ impl StoreSpec {
         Ok(store)
     }
 
-    /// Opens the store, creating it if needed: a new plain path becomes a PBS datastore if
-    /// `new_is_pbs`, else a casync store.
-    pub(crate) fn create(&self, new_is_pbs: bool) -> Result<Arc<dyn ChunkStore>, Failure> {
+    /// Opens the store for writing at `sync`, creating it if needed: a new plain path becomes
+    /// a PBS datastore if `new_is_pbs`, else a casync store.
+    pub(crate) fn create(
+        &self,
+        new_is_pbs: bool,
+        sync: SyncLevel,
+    ) -> Result<Arc<dyn ChunkStore>, Failure> {
         let store: Arc<dyn ChunkStore> = if self.is_pbs(new_is_pbs) {
-            Arc::new(PbsDatastore::init(self.path()).map_err(Failure::data)?)
+            Arc::new(
+                PbsDatastore::init(self.path())
+                    .map_err(Failure::data)?
+                    .with_sync(sync),
+            )
         } else {
-            Arc::new(CastrStore::create(self.path()).map_err(Failure::data)?)
+            Arc::new(
+                CastrStore::create(self.path())
+                    .map_err(Failure::data)?
+                    .with_sync(sync),
+            )
         };
         Ok(store)
     }
@@ -111,8 +123,17 @@ mod tests {
             StoreSpec::parse("/srv/ds").unwrap(),
             StoreSpec::Detect("/srv/ds".into())
         );
-        assert!(StoreSpec::parse("s3x:bucket").is_err());
-        assert!(StoreSpec::parse("pbs:").is_err());
-        assert!(StoreSpec::parse("").is_err());
+        assert_eq!(
+            StoreSpec::parse("s3x:bucket"),
+            Err("unknown store kind `s3x:` (use pbs:PATH, castr:PATH or a plain path)".to_owned())
+        );
+        assert_eq!(
+            StoreSpec::parse("pbs:"),
+            Err("the store path is empty".to_owned())
+        );
+        assert_eq!(
+            StoreSpec::parse(""),
+            Err("the store path is empty".to_owned())
+        );
     }
 }

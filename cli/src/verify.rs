@@ -12,6 +12,7 @@ use futures_util::stream;
 use serde_json::json;
 
 use crate::Failure;
+use crate::interrupt::Stop;
 use crate::progress;
 use crate::store::StoreSpec;
 
@@ -37,13 +38,25 @@ fn kind(error: &StoreError) -> &'static str {
         StoreError::Missing { .. } => "missing",
         StoreError::Read { .. } => "unreadable",
         StoreError::LengthMismatch { .. } => "wrong-length",
+        // Decoding stopped at the length the index gives: the chunk is longer than that.
+        StoreError::Corrupt { source, .. }
+            if matches!(
+                **source,
+                StoreError::TooLarge {
+                    what: "decoded chunk",
+                    ..
+                }
+            ) =>
+        {
+            "wrong-length"
+        }
         StoreError::DigestMismatch { .. } => "wrong-digest",
         _ => "corrupt",
     }
 }
 
 /// Runs `cairn verify`.
-pub(crate) async fn run(args: &VerifyArgs, quiet: bool) -> Result<(), Failure> {
+pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
     let store = args.store.open()?;
     let mut reports = Vec::new();
     let mut bad_total = 0usize;
@@ -54,35 +67,47 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool) -> Result<(), Failure> {
             _ => DigestAlgorithm::Sha256,
         };
         let source = ChunkSource::new(Arc::clone(&store), algorithm);
-        let mut unique: HashMap<Digest, (u64, Vec<(u64, u64)>)> = HashMap::new();
+        // Every (digest, length) pair is checked: an index that gives one digest two lengths
+        // has one of them wrong, and a restore would fail on it.
+        let mut unique: HashMap<(Digest, u64), Vec<(u64, u64)>> = HashMap::new();
         for chunk in index.chunks() {
             unique
-                .entry(chunk.digest)
-                .or_insert((chunk.len(), Vec::new()))
-                .1
+                .entry((chunk.digest, chunk.len()))
+                .or_default()
                 .push((chunk.start, chunk.end));
         }
         let bar = progress::bytes(index.image_size(), "verify", quiet || args.json);
-        let checks = unique.iter().map(|(digest, (len, ranges))| {
-            let source = source.clone();
+        let checks = unique.iter().map(|((digest, len), ranges)| {
+            let (source, stop) = (source.clone(), stop.clone());
             let covered: u64 = ranges.iter().map(|(s, e)| e - s).sum();
             async move {
+                if stop.is_stopped() {
+                    return None;
+                }
                 let len = usize::try_from(*len).unwrap_or(usize::MAX);
-                (
-                    digest,
-                    ranges,
-                    covered,
-                    source.read(digest, len).await.err(),
-                )
+                let error = tokio::select! {
+                    read = source.read(digest, len) => read.err(),
+                    () = stop.stopped() => return None,
+                };
+                Some((digest, ranges, covered, error))
             }
         });
         let mut results = stream::iter(checks).buffer_unordered(VERIFY_CONCURRENCY);
         let mut bad = Vec::new();
-        while let Some((digest, ranges, covered, error)) = results.next().await {
+        while let Some(result) = results.next().await {
+            let Some((digest, ranges, covered, error)) = result else {
+                continue;
+            };
             bar.inc(covered);
             if let Some(error) = error {
                 bad.push((*digest, ranges.clone(), error));
             }
+        }
+        if stop.is_stopped() {
+            return Err(Failure::interrupted(format!(
+                "{}: verification stopped before it checked every chunk",
+                path.display()
+            )));
         }
         bar.finish_and_clear();
         bad.sort_by_key(|(_, ranges, _)| ranges.first().copied());

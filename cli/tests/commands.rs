@@ -3,29 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn cairn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .expect("run cairn")
-}
-
-fn ok(output: &Output) -> &Output {
-    assert!(
-        output.status.success(),
-        "cairn failed ({:?}): {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{cairn, ok, s, walk};
 
 /// 6 MiB with random, repeated and zero regions.
 fn sample() -> Vec<u8> {
@@ -168,7 +151,8 @@ fn damaged_chunks_fail_with_exit_1_naming_them_and_verify_reports_all() {
         s(&index),
     ]));
     let info = cairn(&["info", "--json", s(&index)]);
-    assert!(ok(&info).status.success());
+    let described: serde_json::Value = serde_json::from_slice(&ok(&info).stdout).unwrap();
+    assert_eq!(described["format"], "fidx", "{described}");
     // Pick three distinct non-zero chunks from the datastore.
     let mut chunk_files: Vec<PathBuf> = walk(&store.join(".chunks"));
     chunk_files.sort();
@@ -278,19 +262,6 @@ fn find_offset(index: &Path, digest: &str) -> u64 {
     position as u64 * chunk_size + 7
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -318,26 +289,34 @@ fn crc32(data: &[u8]) -> u32 {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(
-        cairn(&["backup", "--store", "s3x:bucket", "a", "b"])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        cairn(&["backup", "--store", "x", "--format", "zip", "a", "b"])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        cairn(&["backup", "--store", "x", "--chunk-size", "3000", "a", "b"])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(cairn(&["restore", "--store", "x"]).status.code(), Some(2));
-    assert_eq!(cairn(&["frobnicate"]).status.code(), Some(2));
+    for (args, words) in [
+        (
+            &["backup", "--store", "s3x:bucket", "a", "b"][..],
+            "unknown store kind `s3x:`",
+        ),
+        (
+            &["backup", "--store", "x", "--format", "zip", "a", "b"],
+            "invalid value 'zip'",
+        ),
+        (
+            &["backup", "--store", "x", "--chunk-size", "3000", "a", "b"],
+            "fixed chunker: chunk size 3000 is not a power of two",
+        ),
+        (
+            &["backup", "--store", "x", "--sync", "sometimes", "a", "b"],
+            "invalid value 'sometimes'",
+        ),
+        (&["restore", "--store", "x"], "required"),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let out = cairn(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(words),
+            "{args:?}: expected `{words}` in {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -368,19 +347,7 @@ fn the_demo_runs_and_checks_itself() {
 }
 
 fn casync() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("casync"))
-            .find(|c| c.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CAIRN_REQUIRE_INTEROP").is_none(),
-            "casync is not installed, and CAIRN_REQUIRE_INTEROP demands it"
-        );
-        eprintln!("note: casync not found; skipping");
-    }
-    found
+    common::tool("casync")
 }
 
 fn run(command: &mut Command) -> Output {

@@ -1,0 +1,241 @@
+//! Where a restore writes, and only there: standard output; a FIFO or character device, written
+//! in order in place; a block device, written in place at offsets; a regular file, written as a
+//! temporary file beside it and renamed over it once complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek as _, SeekFrom};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use crate::Failure;
+
+/// A restore's OUTPUT, classified before anything is written.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// `-`: standard output.
+    Stdout,
+    /// An existing FIFO or character device: written in order, in place. Not opened yet, since
+    /// opening a FIFO waits for its reader.
+    Stream {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// An existing block device, opened exclusively (so a mounted one is refused) and known to
+    /// be large enough.
+    Device {
+        /// The path given.
+        path: PathBuf,
+        /// The device, open for writing.
+        file: File,
+    },
+    /// A regular file, new or existing (through any symlinks): the image goes to a temporary
+    /// file beside it, renamed over it when complete.
+    File {
+        /// The final path (symlinks resolved).
+        path: PathBuf,
+        /// The existing file's metadata, whose mode and owner the new file keeps.
+        existing: Option<fs::Metadata>,
+    },
+}
+
+impl Target {
+    /// Classifies `path` for an image of `image_size` bytes. A block device is opened here, so
+    /// that one too small or in use is refused before anything is written.
+    ///
+    /// # Errors
+    /// A usage error for a folder, a socket or a dangling symlink; a data error for a device
+    /// that cannot be opened or is smaller than the image.
+    pub(crate) fn of(path: &Path, image_size: u64) -> Result<Self, Failure> {
+        if path.as_os_str() == "-" {
+            return Ok(Self::Stdout);
+        }
+        let shown = path.display();
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(Failure::usage(format!(
+                        "{shown}: is a symlink to nothing; restore to its target's path or remove it"
+                    )));
+                }
+                return Ok(Self::File {
+                    path: path.to_path_buf(),
+                    existing: None,
+                });
+            }
+            Err(e) => return Err(Failure::data(format!("{shown}: {e}"))),
+        };
+        let kind = meta.file_type();
+        if kind.is_block_device() {
+            let file = open_device(path)?;
+            return Ok(Self::Device {
+                path: path.to_path_buf(),
+                file: check_device_size(path, file, image_size)?,
+            });
+        }
+        if kind.is_fifo() || kind.is_char_device() {
+            return Ok(Self::Stream {
+                path: path.to_path_buf(),
+            });
+        }
+        if kind.is_dir() {
+            return Err(Failure::usage(format!(
+                "{shown}: is a folder; OUTPUT must be a file, a device, a FIFO or -"
+            )));
+        }
+        if !kind.is_file() {
+            return Err(Failure::usage(format!(
+                "{shown}: is neither a file, a device nor a FIFO"
+            )));
+        }
+        // Through any symlinks to the file itself, so the temporary lies beside it and the
+        // rename replaces it, not the link.
+        let real = fs::canonicalize(path).map_err(|e| Failure::data(format!("{shown}: {e}")))?;
+        Ok(Self::File {
+            path: real,
+            existing: Some(meta),
+        })
+    }
+}
+
+fn open_device(path: &Path) -> Result<File, Failure> {
+    OpenOptions::new()
+        .write(true)
+        // On a block device without O_CREAT, O_EXCL means "exclusive": refused while it is
+        // mounted or otherwise held.
+        .custom_flags(rustix::fs::OFlags::EXCL.bits().cast_signed())
+        .open(path)
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                " (it is mounted or in use)"
+            } else {
+                ""
+            };
+            Failure::data(format!(
+                "{}: cannot open the device for writing{hint}: {e}",
+                path.display()
+            ))
+        })
+}
+
+fn check_device_size(path: &Path, mut file: File, image_size: u64) -> Result<File, Failure> {
+    let size = file.seek(SeekFrom::End(0)).map_err(|e| {
+        Failure::data(format!(
+            "{}: cannot tell the device's size: {e}",
+            path.display()
+        ))
+    })?;
+    if size < image_size {
+        return Err(Failure::data(format!(
+            "{}: the device holds {size} bytes, less than the {image_size}-byte image; nothing was written",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// A temporary file beside the final path, created exclusively under a random name (so it is
+/// never a file or symlink that was there), removed on drop unless committed.
+#[derive(Debug)]
+pub(crate) struct TemporaryFile {
+    path: PathBuf,
+    destination: PathBuf,
+    committed: bool,
+}
+
+impl TemporaryFile {
+    /// Creates the temporary for `destination`, with the mode (and, where allowed, the owner)
+    /// of `existing`.
+    ///
+    /// # Errors
+    /// A data error if it cannot be created.
+    pub(crate) fn create(
+        destination: &Path,
+        existing: Option<&fs::Metadata>,
+    ) -> Result<(Self, File), Failure> {
+        let name = destination
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random)
+            .map_err(|e| Failure::data(format!("no random name for a temporary file: {e}")))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = destination.with_file_name(format!(".{name}.cairn-{suffix}.tmp"));
+        let mut options = OpenOptions::new();
+        // create_new is O_CREAT | O_EXCL: it fails on anything already there, a symlink
+        // included, and never follows one.
+        options
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed());
+        if let Some(meta) = existing {
+            options.mode(meta.mode() & 0o7777);
+        }
+        let file = options.open(&path).map_err(|e| {
+            Failure::data(format!(
+                "{}: cannot create a temporary file beside it: {e}",
+                destination.display()
+            ))
+        })?;
+        let temporary = Self {
+            path,
+            destination: destination.to_path_buf(),
+            committed: false,
+        };
+        if let Some(meta) = existing {
+            // The mode above went through the umask; set it exactly, and keep the owner where
+            // this user may (only root may give a file away).
+            file.set_permissions(meta.permissions())
+                .map_err(|e| temporary.io_error(&e))?;
+            match std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(temporary.io_error(&e)),
+            }
+        }
+        Ok((temporary, file))
+    }
+
+    fn io_error(&self, error: &io::Error) -> Failure {
+        Failure::data(format!("{}: {error}", self.path.display()))
+    }
+
+    /// Moves the complete file into place (after an fsync of it, and of its folder after, if
+    /// `fsync`).
+    ///
+    /// # Errors
+    /// A data error if a step fails; the temporary is then removed on drop and the destination
+    /// is as it was.
+    pub(crate) fn commit(mut self, file: &File, fsync: bool) -> Result<(), Failure> {
+        if fsync {
+            file.sync_all().map_err(|e| self.io_error(&e))?;
+        }
+        fs::rename(&self.path, &self.destination).map_err(|e| {
+            Failure::data(format!(
+                "{}: cannot move the restored image into place: {e}",
+                self.destination.display()
+            ))
+        })?;
+        self.committed = true;
+        if fsync {
+            let folder = match self.destination.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() => folder,
+                _ => Path::new("."),
+            };
+            File::open(folder)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| Failure::data(format!("{}: {e}", folder.display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
