@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use cairn_index::testing::{Parser, check_index_bytes};
-use cairn_index::{Index, OpenOptions, Origin};
+use cairn_index::{ChunkIndex as _, Index, OpenOptions, Origin};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -43,8 +43,10 @@ fn committed_fuzz_inputs_replay_cleanly() {
             check_index_bytes(parser, &bytes);
             // Seeds are valid indexes, so fuzzing starts from inside the format.
             if path.to_string_lossy().contains("seeds") {
-                let opened = Index::from_bytes(bytes, Origin::file(&path), &OpenOptions::default());
-                assert!(opened.is_ok(), "{}: {:?}", path.display(), opened.err());
+                let opened = Index::from_bytes(bytes, Origin::file(&path), &OpenOptions::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let last_end = opened.chunks().last().map_or(0, |c| c.end);
+                assert_eq!(last_end, opened.image_size(), "{}", path.display());
             }
         }
     }

@@ -282,10 +282,17 @@ mod tests {
             }
         );
         assert_eq!(FuzzOptions::parse(&[]).unwrap().seconds, 60);
-        assert!(FuzzOptions::parse(&args(&["--seconds"])).is_err());
-        assert!(FuzzOptions::parse(&args(&["--seconds", "0"])).is_err());
-        assert!(FuzzOptions::parse(&args(&["a", "b"])).is_err());
-        assert!(FuzzOptions::parse(&args(&["--bogus"])).is_err());
+        let positive = Err("--seconds takes a positive whole number".to_owned());
+        assert_eq!(FuzzOptions::parse(&args(&["--seconds"])), positive);
+        assert_eq!(FuzzOptions::parse(&args(&["--seconds", "0"])), positive);
+        assert_eq!(
+            FuzzOptions::parse(&args(&["a", "b"])),
+            Err("unexpected argument b".to_owned())
+        );
+        assert_eq!(
+            FuzzOptions::parse(&args(&["--bogus"])),
+            Err("unknown option --bogus".to_owned())
+        );
     }
 
     #[test]
