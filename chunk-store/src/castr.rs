@@ -82,6 +82,25 @@ impl CastrStore {
         self.sync
     }
 
+    /// Whether `check` holds for the compressed or the uncompressed file of `digest` (tried in
+    /// that order), off the async workers.
+    async fn either_file(
+        &self,
+        digest: &Digest,
+        check: fn(&Path, u64) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let files = self.chunk_files(digest);
+        blocking(move || {
+            for (path, min_len) in &files {
+                if check(path, *min_len)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
     /// Both places chunk `digest` may be, with the shortest complete file of each.
     fn chunk_files(&self, digest: &Digest) -> [(PathBuf, u64); 2] {
         [
@@ -185,33 +204,17 @@ impl ChunkStore for CastrStore {
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
-        let files = self.chunk_files(digest);
-        let location = Location::Path(files[0].0.clone());
-        blocking(move || {
-            for (path, min_len) in &files {
-                if chunk_file_present(path, *min_len)? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-        .await
-        .map_err(|source| StoreError::read(&self.name, digest, location, source))
+        let location = Location::Path(self.chunk_path(digest));
+        self.either_file(digest, chunk_file_present)
+            .await
+            .map_err(|source| StoreError::read(&self.name, digest, location, source))
     }
 
     async fn touch(&self, digest: &Digest) -> Result<bool> {
-        let files = self.chunk_files(digest);
-        let location = Location::Path(files[0].0.clone());
-        blocking(move || {
-            for (path, min_len) in &files {
-                if touch_chunk_file(path, *min_len)? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-        .await
-        .map_err(|source| StoreError::touch(&self.name, digest, location, source))
+        let location = Location::Path(self.chunk_path(digest));
+        self.either_file(digest, touch_chunk_file)
+            .await
+            .map_err(|source| StoreError::touch(&self.name, digest, location, source))
     }
 
     async fn sync(&self) -> Result<()> {

@@ -215,16 +215,7 @@ fn a_backup_that_reuses_old_chunks_marks_them_used_for_pbs_garbage_collection() 
     // cutoff is a day and five minutes) unless a new backup touches them.
     age_all(&chunks, 3);
     let second = dir.path().join("second.fidx");
-    let out = cairn(&[
-        "backup",
-        "--store",
-        s(&store),
-        "--chunk-size",
-        "1M",
-        s(&dir.path().join("first.img")),
-        s(&second),
-    ]);
-    let summary = String::from_utf8_lossy(&ok(&out).stderr).into_owned();
+    let summary = backup(&store, &dir.path().join("first.img"), &second);
     assert!(summary.contains(" 0 new"), "{summary}");
     let cutoff = SystemTime::now() - Duration::from_secs(86_400 + 300);
     for chunk in &chunks {
@@ -253,26 +244,10 @@ fn a_torn_chunk_file_is_rewritten_by_the_next_backup() {
     let header = std::fs::read(&chunks[1]).unwrap()[..5].to_vec();
     std::fs::write(&chunks[1], header).unwrap();
     let again = dir.path().join("again.fidx");
-    let out = cairn(&[
-        "backup",
-        "--store",
-        s(&store),
-        "--chunk-size",
-        "1M",
-        s(&dir.path().join("image.img")),
-        s(&again),
-    ]);
-    let summary = String::from_utf8_lossy(&ok(&out).stderr).into_owned();
+    let summary = backup(&store, &dir.path().join("image.img"), &again);
     assert!(summary.contains(" 2 new"), "{summary}");
     let restored = dir.path().join("restored.img");
-    ok(&cairn(&[
-        "restore",
-        "-q",
-        "--store",
-        s(&store),
-        s(&index),
-        s(&restored),
-    ]));
+    restore(&store, &index, &restored);
     assert!(std::fs::read(&restored).unwrap() == data);
     ok(&cairn(&["verify", "--store", s(&store), s(&index)]));
 }

@@ -29,14 +29,7 @@ fn a_fifo_is_written_in_place_and_stays_a_fifo() {
             got
         })
     };
-    ok(&cairn(&[
-        "restore",
-        "-q",
-        "--store",
-        s(&store),
-        s(&index),
-        s(&fifo),
-    ]));
+    restore(&store, &index, &fifo);
     // Checked before waiting for the reader, which would wait forever for a replaced FIFO.
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     let got = reader.join().unwrap();
@@ -61,14 +54,7 @@ fn a_character_device_is_written_in_place_and_stays_one() {
         required("mknod needs root here");
         return;
     }
-    ok(&cairn(&[
-        "restore",
-        "-q",
-        "--store",
-        s(&store),
-        s(&index),
-        s(&node),
-    ]));
+    restore(&store, &index, &node);
     let meta = std::fs::metadata(&node).unwrap();
     assert!(meta.file_type().is_char_device(), "the node was replaced");
     assert_eq!(meta.rdev(), std::fs::metadata("/dev/null").unwrap().rdev());
@@ -197,14 +183,7 @@ fn an_existing_file_is_replaced_only_by_a_complete_image_keeping_its_mode() {
     std::fs::write(removed, saved).unwrap();
 
     // A restore that completes replaces it, with the same mode, and no flag needed.
-    ok(&cairn(&[
-        "restore",
-        "-q",
-        "--store",
-        s(&store),
-        s(&index),
-        s(&output),
-    ]));
+    restore(&store, &index, &output);
     assert!(std::fs::read(&output).unwrap() == data);
     let mode = std::fs::metadata(&output).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o640);
@@ -220,14 +199,7 @@ fn a_symlink_to_a_file_keeps_being_a_symlink_and_its_target_gets_the_image() {
     std::fs::write(&real, b"old").unwrap();
     let link = dir.path().join("link.img");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    ok(&cairn(&[
-        "restore",
-        "-q",
-        "--store",
-        s(&store),
-        s(&index),
-        s(&link),
-    ]));
+    restore(&store, &index, &link);
     assert!(
         std::fs::symlink_metadata(&link)
             .unwrap()

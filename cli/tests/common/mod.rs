@@ -78,17 +78,35 @@ pub fn backed_up(dir: &Path, name: &str, data: &[u8]) -> (PathBuf, PathBuf) {
     std::fs::write(&input, data).unwrap();
     let store = dir.join("ds");
     let index = dir.join(format!("{name}.fidx"));
-    ok(&cairn(&[
+    backup(&store, &input, &index);
+    (store, index)
+}
+
+/// `cairn backup --store STORE --chunk-size 1M INPUT INDEX`, which must succeed; returns its
+/// summary line.
+pub fn backup(store: &Path, input: &Path, index: &Path) -> String {
+    let out = cairn(&[
         "backup",
-        "-q",
         "--store",
-        s(&store),
+        s(store),
         "--chunk-size",
         "1M",
-        s(&input),
-        s(&index),
+        s(input),
+        s(index),
+    ]);
+    String::from_utf8_lossy(&ok(&out).stderr).into_owned()
+}
+
+/// `cairn restore -q --store STORE INDEX OUTPUT`, which must succeed.
+pub fn restore(store: &Path, index: &Path, output: &Path) {
+    ok(&cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(store),
+        s(index),
+        s(output),
     ]));
-    (store, index)
 }
 
 /// The path of `name` on the `PATH`, if it is there. Without it the caller skips, unless
