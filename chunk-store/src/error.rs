@@ -5,26 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::digest::Digest;
-
-/// A digest shown as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DigestHex(pub Digest);
-
-impl fmt::Display for DigestHex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in &self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for DigestHex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+use crate::digest::{Digest, Hex};
 
 /// Where a chunk lives in its store: a file, an object key, or memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +43,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it was looked for.
         location: Location,
     },
@@ -72,7 +53,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it is.
         location: Location,
         /// What the operating system said.
@@ -85,7 +66,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it was going.
         location: Location,
         /// What the operating system said.
@@ -98,7 +79,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it is.
         location: Location,
         /// What the operating system said.
@@ -135,7 +116,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it is.
         location: Location,
         /// The codec's error.
@@ -148,11 +129,11 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The digest asked for.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it is.
         location: Location,
         /// The digest of what it decoded to.
-        actual: DigestHex,
+        actual: Hex<Digest>,
     },
     /// The chunk decodes to a length other than the one expected.
     #[error("{store}: chunk {digest} at {location} decodes to {actual} bytes, expected {expected}")]
@@ -160,7 +141,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Where it is.
         location: Location,
         /// The length expected (from the index).
@@ -174,7 +155,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// What happened.
         message: String,
     },
@@ -184,7 +165,7 @@ pub enum StoreError {
         /// The store.
         store: Arc<str>,
         /// The chunk.
-        digest: DigestHex,
+        digest: Hex<Digest>,
     },
 
     // Codec errors: about bytes, without store context.
@@ -246,7 +227,7 @@ impl StoreError {
     pub(crate) fn missing(store: &Arc<str>, digest: &Digest, location: Location) -> Self {
         Self::Missing {
             store: Arc::clone(store),
-            digest: DigestHex(*digest),
+            digest: Hex(*digest),
             location,
         }
     }
@@ -259,7 +240,7 @@ impl StoreError {
     ) -> Self {
         Self::Read {
             store: Arc::clone(store),
-            digest: DigestHex(*digest),
+            digest: Hex(*digest),
             location,
             source,
         }
@@ -273,7 +254,7 @@ impl StoreError {
     ) -> Self {
         Self::Write {
             store: Arc::clone(store),
-            digest: DigestHex(*digest),
+            digest: Hex(*digest),
             location,
             source,
         }
@@ -287,7 +268,7 @@ impl StoreError {
     ) -> Self {
         Self::Touch {
             store: Arc::clone(store),
-            digest: DigestHex(*digest),
+            digest: Hex(*digest),
             location,
             source,
         }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::error::{DigestHex, Result, StoreError};
+use crate::digest::Hex;
+use crate::error::{Result, StoreError};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
 
 /// What to do to a `get`.
@@ -150,7 +151,7 @@ impl ChunkStore for FaultStore {
             None => self.inner.get(digest).await,
             Some(Fault::Error) => Err(StoreError::Injected {
                 store: Arc::clone(&self.name),
-                digest: DigestHex(*digest),
+                digest: Hex(*digest),
             }),
             Some(Fault::Missing) => Err(StoreError::missing(
                 &self.name,

@@ -52,8 +52,8 @@ pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{
     CasyncCompression, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC, decode_casync_chunk, encode_casync_chunk,
 };
-pub use crate::digest::{Digest, DigestAlgorithm, from_hex, to_hex};
-pub use crate::error::{DigestHex, Location, Result, StoreError};
+pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
+pub use crate::error::{Location, Result, StoreError};
 pub use crate::memory::MemoryStore;
 pub use crate::pbs::PbsDatastore;
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};

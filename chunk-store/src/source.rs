@@ -8,8 +8,9 @@ use tokio::sync::Semaphore;
 
 use crate::blob::{MAX_BLOB_SIZE, decode_blob, encode_blob};
 use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
+use crate::digest::Hex;
 use crate::digest::{Digest, DigestAlgorithm};
-use crate::error::{DigestHex, Location, Result, StoreError};
+use crate::error::{Location, Result, StoreError};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
 
 /// Decodes `chunk` to at most `max_len` bytes of plaintext (no digest check).
@@ -135,7 +136,7 @@ impl ChunkSource {
             task @ StoreError::DecodeTask { .. } => task,
             codec => StoreError::Corrupt {
                 store: Arc::clone(&store),
-                digest: DigestHex(*digest),
+                digest: Hex(*digest),
                 location: location.clone(),
                 source: Box::new(codec),
             },
@@ -143,16 +144,16 @@ impl ChunkSource {
         match actual {
             None => Err(StoreError::LengthMismatch {
                 store,
-                digest: DigestHex(*digest),
+                digest: Hex(*digest),
                 location,
                 expected: expected_len as u64,
                 actual: plaintext.len() as u64,
             }),
             Some(actual) if actual != *digest => Err(StoreError::DigestMismatch {
                 store,
-                digest: DigestHex(*digest),
+                digest: Hex(*digest),
                 location,
-                actual: DigestHex(actual),
+                actual: Hex(actual),
             }),
             Some(_) => Ok(plaintext),
         }
@@ -220,9 +221,9 @@ impl ChunkSource {
                 {
                     return Err(StoreError::DigestMismatch {
                         store,
-                        digest: DigestHex(expected),
+                        digest: Hex(expected),
                         location: Location::Memory,
-                        actual: DigestHex(digest),
+                        actual: Hex(digest),
                     });
                 }
                 Ok((digest, encode_chunk(&plaintext, encoding)?))
@@ -248,7 +249,7 @@ impl ChunkSource {
             .unwrap_or_else(|join| {
                 Err(StoreError::DecodeTask {
                     store: Arc::clone(self.store.name()),
-                    digest: DigestHex(*digest),
+                    digest: Hex(*digest),
                     message: if join.is_panic() {
                         "the decoder panicked".to_owned()
                     } else {

@@ -191,18 +191,12 @@ fn chunker_and_writer(
                 None => CasyncChunker::default(),
             };
             let (min, avg, max) = chunker.sizes();
-            let (digest, index_digest) = match plan.digest {
-                DigestArg::Sha256 => (
-                    DigestAlgorithm::Sha256,
-                    cairn_index::DigestAlgorithm::Sha256,
-                ),
-                DigestArg::Sha512_256 => (
-                    DigestAlgorithm::Sha512_256,
-                    cairn_index::DigestAlgorithm::Sha512_256,
-                ),
+            let digest = match plan.digest {
+                DigestArg::Sha256 => DigestAlgorithm::Sha256,
+                DigestArg::Sha512_256 => DigestAlgorithm::Sha512_256,
             };
             let params = CasyncParams {
-                flags: CasyncParams::flags_for(index_digest),
+                flags: CasyncParams::flags_for(digest),
                 min: min as u64,
                 avg: avg as u64,
                 max: max as u64,

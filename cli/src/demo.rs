@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore};
+use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore, to_hex};
 use cairn_index::{ChunkIndex, Index};
 use cairn_reader::{ChunkReader, ReaderOptions};
 use sha2::{Digest as _, Sha256};
@@ -94,10 +94,6 @@ fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Removes the demo folder unless it is kept.
 struct Workspace {
     path: PathBuf,
@@ -146,7 +142,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
     say(format!(
         "  sample image      {} MiB (random, repeated and zero regions), sha256 {}…, made in {:.1} s",
         args.size >> 20,
-        &hex(&expected)[..16],
+        &to_hex(&expected)[..16],
         t.elapsed().as_secs_f64()
     ));
 
@@ -214,7 +210,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
             return Err(Failure::data(format!(
                 "{}: restored image differs from the sample (sha256 {})",
                 output.display(),
-                hex(&actual)
+                to_hex(&actual)
             )));
         }
     }

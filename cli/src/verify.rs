@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_chunk_store::{ChunkSource, DigestAlgorithm, StoreError, to_hex};
+use cairn_chunk_store::{ChunkSource, StoreError, to_hex};
 use cairn_index::{ChunkIndex, Digest, Index};
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -62,11 +62,7 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
     let mut bad_total = 0usize;
     for path in &args.indexes {
         let index = Index::open(path).map_err(Failure::data)?;
-        let algorithm = match index.digest_algorithm() {
-            cairn_index::DigestAlgorithm::Sha512_256 => DigestAlgorithm::Sha512_256,
-            _ => DigestAlgorithm::Sha256,
-        };
-        let source = ChunkSource::new(Arc::clone(&store), algorithm);
+        let source = ChunkSource::new(Arc::clone(&store), index.digest_algorithm());
         // Every (digest, length) pair is checked: an index that gives one digest two lengths
         // has one of them wrong, and a restore would fail on it.
         let mut unique: HashMap<(Digest, u64), Vec<(u64, u64)>> = HashMap::new();

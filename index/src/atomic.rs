@@ -33,7 +33,7 @@ impl AtomicFile {
         let temporary = destination.with_file_name(format!(
             ".{name}.tmp-{}-{}",
             std::process::id(),
-            crate::error::Hex(suffix)
+            cairn_digest::Hex(suffix)
         ));
         let file = fs::OpenOptions::new()
             .write(true)

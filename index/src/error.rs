@@ -1,6 +1,8 @@
 //! The crate's one error type, and the small types its messages are made of.
 
 use std::fmt;
+
+pub use cairn_digest::Hex;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,25 +40,6 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Bytes shown as lowercase hex in messages (magics, digests, checksums).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Hex<const N: usize>(pub [u8; N]);
-
-impl<const N: usize> fmt::Display for Hex<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in &self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl<const N: usize> fmt::Debug for Hex<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// Everything that can go wrong reading, validating or writing an index, or setting up a
 /// chunker. Each variant names the file and the facts needed to act on it.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +69,7 @@ pub enum IndexError {
         /// The file.
         file: Origin,
         /// Its first 8 bytes (fewer if the file is shorter).
-        found: Hex<8>,
+        found: Hex<[u8; 8]>,
     },
     /// The file ends before a structure it must hold.
     #[error("{file}: truncated: {len} bytes, but the {what} needs {needed}")]
@@ -192,9 +175,9 @@ pub enum IndexError {
         /// The file.
         file: Origin,
         /// The checksum in the header.
-        expected: Hex<32>,
+        expected: Hex<[u8; 32]>,
         /// The checksum of the entries.
-        computed: Hex<32>,
+        computed: Hex<[u8; 32]>,
     },
     /// A fixed index writer got a different number of digests than the image size needs.
     #[error(

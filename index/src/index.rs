@@ -3,8 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 
-/// A 32-byte chunk digest (SHA-256, or SHA-512/256 for most casync indexes).
-pub type Digest = [u8; 32];
+pub use cairn_digest::{Digest, DigestAlgorithm};
 
 /// Which index format a file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,43 +33,6 @@ impl IndexFormat {
 }
 
 impl fmt::Display for IndexFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The hash that turns a chunk's plaintext into its digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DigestAlgorithm {
-    /// SHA-256: every PBS index, and casync indexes made with `--digest=sha256`.
-    Sha256,
-    /// SHA-512/256: casync's default.
-    Sha512_256,
-}
-
-impl DigestAlgorithm {
-    /// `sha256` or `sha512-256`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Sha512_256 => "sha512-256",
-        }
-    }
-
-    /// The digest of `data` with this algorithm.
-    #[must_use]
-    pub fn digest(self, data: &[u8]) -> Digest {
-        use sha2::Digest as _;
-        match self {
-            Self::Sha256 => sha2::Sha256::digest(data).into(),
-            Self::Sha512_256 => sha2::Sha512_256::digest(data).into(),
-        }
-    }
-}
-
-impl fmt::Display for DigestAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }

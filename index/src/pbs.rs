@@ -55,7 +55,7 @@ impl PbsHeader {
     /// The uuid as 32 lowercase hex digits, as PBS prints it.
     #[must_use]
     pub fn uuid_hex(&self) -> String {
-        crate::error::Hex(self.uuid).to_string()
+        Hex(self.uuid).to_string()
     }
 
     pub(crate) fn parse(header: &[u8]) -> Self {

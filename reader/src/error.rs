@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cairn_cache::CacheError;
-use cairn_chunk_store::{DigestHex, StoreError};
+use cairn_chunk_store::{Digest, Hex, StoreError};
 
 /// Why a read failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -20,7 +20,7 @@ pub enum ReaderError {
         /// The chunk's number in the index.
         chunk: usize,
         /// The chunk's digest.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// The first image byte the chunk covers.
         start: u64,
         /// One past the last.
@@ -37,7 +37,7 @@ pub enum ReaderError {
         /// The chunk's number.
         chunk: usize,
         /// Its digest.
-        digest: DigestHex,
+        digest: Hex<Digest>,
         /// Its first image byte.
         start: u64,
         /// The length the index gives.

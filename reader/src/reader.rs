@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_cache::{Cache, CacheBuilder, CacheStats, Weighter};
-use cairn_chunk_store::{ChunkSource, ChunkStore, DigestAlgorithm, DigestHex, MAX_BLOB_SIZE};
+use cairn_chunk_store::{ChunkSource, ChunkStore, Hex, MAX_BLOB_SIZE};
 use cairn_index::{ChunkIndex, ChunkInfo, Digest};
 use futures_util::{StreamExt as _, stream};
 
@@ -183,14 +183,6 @@ struct Inner {
     counters: Counters,
 }
 
-/// The chunk-store digest algorithm that matches an index's.
-fn store_algorithm(index: &dyn ChunkIndex) -> DigestAlgorithm {
-    match index.digest_algorithm() {
-        cairn_index::DigestAlgorithm::Sha512_256 => DigestAlgorithm::Sha512_256,
-        _ => DigestAlgorithm::Sha256,
-    }
-}
-
 impl ChunkReader {
     /// A reader of `index` over `store`, with a cache of its own
     /// ([`ReaderOptions::cache_bytes`]).
@@ -212,7 +204,7 @@ impl ChunkReader {
         cache: ChunkCache,
         options: ReaderOptions,
     ) -> Self {
-        let algorithm = store_algorithm(index.as_ref());
+        let algorithm = index.digest_algorithm();
         let fixed_chunk_size = (index.format() == cairn_index::IndexFormat::Fidx)
             .then(|| index.chunk(0).map(|c| c.len()))
             .flatten();
@@ -450,7 +442,7 @@ impl ChunkReader {
             .map_err(|error| ReaderError::Chunk {
                 offset,
                 chunk: info.index,
-                digest: DigestHex(info.digest),
+                digest: Hex(info.digest),
                 start: info.start,
                 end: info.end,
                 source: ChunkFailure::from_cache(error),
@@ -460,7 +452,7 @@ impl ChunkReader {
         if data.len() as u64 != len {
             return Err(ReaderError::ChunkLength {
                 chunk: info.index,
-                digest: DigestHex(info.digest),
+                digest: Hex(info.digest),
                 start: info.start,
                 expected: len,
                 actual: data.len() as u64,
