@@ -14,8 +14,8 @@ pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum CacheError {
     /// The fetcher returned an error. The fetcher's own error is the [`source`](StdError::source)
-    /// and can be recovered with [`CacheError::fetch_error`].
-    #[error("fetch failed: {0}")]
+    /// (not repeated in this message) and can be recovered with [`CacheError::fetch_error`].
+    #[error("the fetch failed")]
     Fetch(#[source] SharedError),
     /// The fetcher panicked. The panic was contained; no waiter hangs.
     #[error("fetch panicked: {message}")]

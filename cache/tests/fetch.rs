@@ -360,3 +360,16 @@ async fn a_value_whose_drop_panics_on_eviction_does_not_lose_the_fetched_value()
     assert!(cache.contains(&2), "the fetched value is cached");
     assert!(!cache.contains(&1));
 }
+
+#[tokio::test]
+async fn a_fetch_error_says_its_own_part_and_leaves_the_cause_to_source() {
+    let cache = ChunkCache::new(8);
+    let failing = Counting::new(Duration::ZERO, Behaviour::Fail);
+    let error = cache.get_or_fetch(4, &failing).await.unwrap_err();
+    let cause = error
+        .source()
+        .expect("the fetcher's error is the source")
+        .to_string();
+    assert_eq!(cause, "chunk 4 is unavailable");
+    assert_eq!(error.to_string(), "the fetch failed");
+}

@@ -3,7 +3,9 @@
 
 use std::io;
 
-use crate::error::{Result, StoreError};
+use crate::error::CodecError;
+
+type Result<T> = std::result::Result<T, CodecError>;
 
 /// Magic of an uncompressed blob: SHA-256("Proxmox Backup uncompressed blob v1.0")[..8].
 pub const UNCOMPRESSED_BLOB_MAGIC: [u8; 8] = [0x42, 0xab, 0x38, 0x07, 0xbe, 0x83, 0x70, 0xa1];
@@ -59,7 +61,7 @@ impl BlobKind {
 /// Encodes `plaintext` as PBS does: zstd level 1, kept only if smaller than the raw form.
 ///
 /// # Errors
-/// [`StoreError::TooLarge`] over 128 MiB.
+/// [`CodecError::TooLarge`] over 128 MiB.
 pub fn encode_blob(plaintext: &[u8]) -> Result<Vec<u8>> {
     check_plaintext_size(plaintext)?;
     // Not worth trying to compress when the output could not be smaller anyway.
@@ -74,7 +76,7 @@ pub fn encode_blob(plaintext: &[u8]) -> Result<Vec<u8>> {
 /// Encodes `plaintext` as an uncompressed blob.
 ///
 /// # Errors
-/// [`StoreError::TooLarge`] over 128 MiB.
+/// [`CodecError::TooLarge`] over 128 MiB.
 pub fn encode_blob_uncompressed(plaintext: &[u8]) -> Result<Vec<u8>> {
     check_plaintext_size(plaintext)?;
     Ok(assemble(UNCOMPRESSED_BLOB_MAGIC, plaintext))
@@ -82,7 +84,7 @@ pub fn encode_blob_uncompressed(plaintext: &[u8]) -> Result<Vec<u8>> {
 
 fn check_plaintext_size(plaintext: &[u8]) -> Result<()> {
     if plaintext.len() > MAX_BLOB_SIZE {
-        return Err(StoreError::TooLarge {
+        return Err(CodecError::TooLarge {
             what: "chunk",
             size: plaintext.len() as u64,
             limit: MAX_BLOB_SIZE as u64,
@@ -101,13 +103,13 @@ fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
 
 /// Decodes a blob to its plaintext, which may be at most `max_len` bytes (callers pass the
 /// length the index promises). Checks the magic, the size limits (before allocating) and the
-/// CRC-32. Encrypted blobs give [`StoreError::Encrypted`].
+/// CRC-32. Encrypted blobs give [`CodecError::Encrypted`].
 ///
 /// # Errors
-/// [`StoreError::UnknownFormat`], [`StoreError::Truncated`], [`StoreError::TooLarge`],
-/// [`StoreError::CrcMismatch`], [`StoreError::Encrypted`], [`StoreError::Decompress`].
+/// [`CodecError::UnknownFormat`], [`CodecError::Truncated`], [`CodecError::TooLarge`],
+/// [`CodecError::CrcMismatch`], [`CodecError::Encrypted`], [`CodecError::Decompress`].
 pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    let kind = BlobKind::of(blob).ok_or_else(|| StoreError::UnknownFormat {
+    let kind = BlobKind::of(blob).ok_or_else(|| CodecError::UnknownFormat {
         found: first_bytes(blob),
     })?;
     let header = match kind {
@@ -115,13 +117,13 @@ pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
         _ => BLOB_HEADER_SIZE,
     };
     if blob.len() < header {
-        return Err(StoreError::Truncated {
+        return Err(CodecError::Truncated {
             len: blob.len(),
             needed: header,
         });
     }
     if blob.len() > MAX_BLOB_SIZE + header {
-        return Err(StoreError::TooLarge {
+        return Err(CodecError::TooLarge {
             what: "blob",
             size: blob.len() as u64,
             limit: (MAX_BLOB_SIZE + header) as u64,
@@ -131,13 +133,13 @@ pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
     let expected = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     let actual = crc32fast::hash(payload);
     if expected != actual {
-        return Err(StoreError::CrcMismatch { expected, actual });
+        return Err(CodecError::CrcMismatch { expected, actual });
     }
     let limit = max_len.min(MAX_BLOB_SIZE);
     match kind {
         BlobKind::Uncompressed => {
             if payload.len() > limit {
-                return Err(StoreError::TooLarge {
+                return Err(CodecError::TooLarge {
                     what: "decoded chunk",
                     size: payload.len() as u64,
                     limit: limit as u64,
@@ -146,7 +148,7 @@ pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
             Ok(payload.to_vec())
         }
         BlobKind::Compressed => decode_zstd(payload, limit),
-        _ => Err(StoreError::Encrypted),
+        _ => Err(CodecError::Encrypted),
     }
 }
 
@@ -156,7 +158,7 @@ pub(crate) fn decode_zstd(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(payload)
         && size > limit as u64
     {
-        return Err(StoreError::TooLarge {
+        return Err(CodecError::TooLarge {
             what: "decoded chunk",
             size,
             limit: limit as u64,
@@ -172,13 +174,13 @@ pub(crate) fn decode_zstd(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
     Ok(output)
 }
 
-fn zstd_error(source: io::Error) -> StoreError {
-    StoreError::Decompress {
+fn zstd_error(source: io::Error) -> CodecError {
+    CodecError::Decompress {
         codec: "zstd",
         source,
     }
 }
 
 pub(crate) fn first_bytes(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::digest::to_hex(&bytes[..bytes.len().min(8)])
 }

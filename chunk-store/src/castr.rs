@@ -11,7 +11,7 @@ use crate::fs::{
     chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, touch_chunk_file,
 };
 use crate::pbs::{blocking, sync_store};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 
 /// The shortest complete compressed chunk file: the smallest zstd frame (4-byte magic, 2-byte
 /// frame header, 3-byte block header); xz and gzip streams are longer. Shorter files were torn.
@@ -153,7 +153,7 @@ impl ChunkStore for CastrStore {
     }
 
     fn encoding(&self) -> ChunkEncoding {
-        ChunkEncoding::Casync
+        ChunkEncoding::CasyncCompressed
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
@@ -162,15 +162,15 @@ impl ChunkStore for CastrStore {
         let (c, p) = (compressed.clone(), plain.clone());
         let read = blocking(move || {
             if let Some(bytes) = read_chunk_file(&c, MIN_COMPRESSED_FILE)? {
-                return Ok(Some((EncodedFormat::CasyncCompressed, bytes, c)));
+                return Ok(Some((ChunkEncoding::CasyncCompressed, bytes, c)));
             }
             let plain = read_chunk_file(&p, MIN_UNCOMPRESSED_FILE)?;
-            Ok(plain.map(|bytes| (EncodedFormat::CasyncUncompressed, bytes, p)))
+            Ok(plain.map(|bytes| (ChunkEncoding::CasyncUncompressed, bytes, p)))
         })
         .await;
         match read {
             Ok(Some((format, bytes, path))) => Ok(EncodedChunk {
-                format,
+                encoding: format,
                 bytes,
                 location: Location::Path(path),
             }),

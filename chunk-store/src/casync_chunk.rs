@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 
 use crate::blob::{decode_zstd, first_bytes};
-use crate::error::{Result, StoreError};
+use crate::error::CodecError;
+
+type Result<T> = std::result::Result<T, CodecError>;
 
 /// zstd frame magic.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -48,9 +50,9 @@ impl CasyncCompression {
 /// Compresses a chunk as a casync `.cacnk` file (zstd).
 ///
 /// # Errors
-/// [`StoreError::Decompress`] if zstd refuses (it does not for in-memory input).
+/// [`CodecError::Compress`] if zstd refuses (it does not for in-memory input).
 pub fn encode_casync_chunk(plaintext: &[u8]) -> Result<Vec<u8>> {
-    zstd::bulk::compress(plaintext, ZSTD_LEVEL).map_err(|source| StoreError::Decompress {
+    zstd::bulk::compress(plaintext, ZSTD_LEVEL).map_err(|source| CodecError::Compress {
         codec: "zstd",
         source,
     })
@@ -60,15 +62,15 @@ pub fn encode_casync_chunk(plaintext: &[u8]) -> Result<Vec<u8>> {
 /// the index promises: casync's frames do not say).
 ///
 /// # Errors
-/// [`StoreError::UnknownFormat`] for no known magic, [`StoreError::TooLarge`] past `max_len`,
-/// [`StoreError::Decompress`] for a broken stream, [`StoreError::CodecDisabled`] for a codec
+/// [`CodecError::UnknownFormat`] for no known magic, [`CodecError::TooLarge`] past `max_len`,
+/// [`CodecError::Decompress`] for a broken stream, [`CodecError::CodecDisabled`] for a codec
 /// left out of this build.
 pub fn decode_casync_chunk(bytes: &[u8], max_len: usize) -> Result<Vec<u8>> {
     match CasyncCompression::of(bytes) {
         Some(CasyncCompression::Zstd) => decode_zstd(bytes, max_len),
         Some(CasyncCompression::Xz) => decode_xz(bytes, max_len),
         Some(CasyncCompression::Gzip) => decode_gzip(bytes, max_len),
-        None => Err(StoreError::UnknownFormat {
+        None => Err(CodecError::UnknownFormat {
             found: first_bytes(bytes),
         }),
     }
@@ -109,12 +111,12 @@ impl Bounded {
     fn finish(self, codec: &'static str, result: io::Result<()>) -> Result<Vec<u8>> {
         match result {
             Ok(()) => Ok(self.output),
-            Err(_) if self.overflowed => Err(StoreError::TooLarge {
+            Err(_) if self.overflowed => Err(CodecError::TooLarge {
                 what: "decoded chunk",
                 size: self.limit as u64 + 1,
                 limit: self.limit as u64,
             }),
-            Err(source) => Err(StoreError::Decompress { codec, source }),
+            Err(source) => Err(CodecError::Decompress { codec, source }),
         }
     }
 }
@@ -128,7 +130,7 @@ const XZ_MEMORY_LIMIT: u64 = 64 << 20;
 fn decode_xz(bytes: &[u8], max_len: usize) -> Result<Vec<u8>> {
     let stream =
         liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
-            .map_err(|e| StoreError::Decompress {
+            .map_err(|e| CodecError::Decompress {
                 codec: "xz",
                 source: io::Error::other(e),
             })?;
@@ -140,7 +142,7 @@ fn decode_xz(bytes: &[u8], max_len: usize) -> Result<Vec<u8>> {
 
 #[cfg(not(feature = "xz"))]
 fn decode_xz(_: &[u8], _: usize) -> Result<Vec<u8>> {
-    Err(StoreError::CodecDisabled {
+    Err(CodecError::CodecDisabled {
         codec: "xz",
         feature: "xz",
     })
@@ -156,7 +158,7 @@ fn decode_gzip(bytes: &[u8], max_len: usize) -> Result<Vec<u8>> {
 
 #[cfg(not(feature = "gzip"))]
 fn decode_gzip(_: &[u8], _: usize) -> Result<Vec<u8>> {
-    Err(StoreError::CodecDisabled {
+    Err(CodecError::CodecDisabled {
         codec: "gzip",
         feature: "gzip",
     })

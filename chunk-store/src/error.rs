@@ -31,9 +31,9 @@ impl fmt::Display for Location {
 
 /// Everything that can go wrong encoding, decoding, storing or fetching a chunk.
 ///
-/// Store-level variants name the store, the digest and where the chunk is; codec-level variants
-/// (from decoding bytes directly) describe the bytes, and the store layer wraps them in
-/// [`StoreError::Corrupt`] with that context.
+/// Each variant names the store, the digest and where the chunk is, once; its message says what
+/// went wrong at this level, and the cause (the operating system's error, the codec's
+/// [`CodecError`]) is its [`source`](std::error::Error::source), not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -48,7 +48,7 @@ pub enum StoreError {
         location: Location,
     },
     /// The chunk exists but could not be read.
-    #[error("{store}: cannot read chunk {digest} at {location}: {source}")]
+    #[error("{store}: cannot read chunk {digest} at {location}")]
     Read {
         /// The store.
         store: Arc<str>,
@@ -61,7 +61,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The chunk could not be written.
-    #[error("{store}: cannot write chunk {digest} at {location}: {source}")]
+    #[error("{store}: cannot write chunk {digest} at {location}")]
     Write {
         /// The store.
         store: Arc<str>,
@@ -74,7 +74,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// A chunk that is present could not be marked as used (its access time set).
-    #[error("{store}: cannot mark chunk {digest} at {location} as used: {source}")]
+    #[error("{store}: cannot mark chunk {digest} at {location} as used")]
     Touch {
         /// The store.
         store: Arc<str>,
@@ -87,7 +87,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// Making the store's chunks durable failed.
-    #[error("{store}: cannot sync {location} ({level} level): {source}")]
+    #[error("{store}: cannot sync {location} ({level} level)")]
     Sync {
         /// The store.
         store: Arc<str>,
@@ -111,7 +111,7 @@ pub enum StoreError {
         source: Option<io::Error>,
     },
     /// The chunk's bytes do not decode; the source says why.
-    #[error("{store}: chunk {digest} at {location} is corrupt: {source}")]
+    #[error("{store}: chunk {digest} at {location} is corrupt")]
     Corrupt {
         /// The store.
         store: Arc<str>,
@@ -121,7 +121,7 @@ pub enum StoreError {
         location: Location,
         /// The codec's error.
         #[source]
-        source: Box<StoreError>,
+        source: CodecError,
     },
     /// The chunk decodes, but to data with another digest.
     #[error("{store}: chunk {digest} at {location} decodes to data whose digest is {actual}")]
@@ -168,7 +168,36 @@ pub enum StoreError {
         digest: Hex<Digest>,
     },
 
-    // Codec errors: about bytes, without store context.
+    /// A length asked of the store is over what it can hold (an expected length or a
+    /// plaintext over 128 MiB); nothing was read or written.
+    #[error("{what} of {size} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The chunk could not be encoded for the store.
+    #[error("{store}: cannot encode chunk {digest}")]
+    Encode {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk.
+        digest: Hex<Digest>,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// What is wrong with bytes that were to decode as a chunk (or with a chunk that was to be
+/// encoded): the codecs' own errors, about bytes alone. A store wraps them in
+/// [`StoreError::Corrupt`] with the store, the digest and the location.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
     /// The bytes start with no chunk format cairn knows.
     #[error("unknown chunk format (first bytes {found})")]
     UnknownFormat {
@@ -205,11 +234,20 @@ pub enum StoreError {
         limit: u64,
     },
     /// The compressed stream is invalid.
-    #[error("{codec} stream is invalid: {source}")]
+    #[error("{codec} stream is invalid")]
     Decompress {
         /// `zstd`, `xz` or `gzip`.
         codec: &'static str,
         /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Compressing failed.
+    #[error("{codec} compression failed")]
+    Compress {
+        /// `zstd`.
+        codec: &'static str,
+        /// The compressor's error.
         #[source]
         source: io::Error,
     },

@@ -53,13 +53,11 @@ pub use crate::casync_chunk::{
     CasyncCompression, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC, decode_casync_chunk, encode_casync_chunk,
 };
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
-pub use crate::error::{Location, Result, StoreError};
+pub use crate::error::{CodecError, Location, Result, StoreError};
 pub use crate::memory::MemoryStore;
 pub use crate::pbs::PbsDatastore;
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
-pub use crate::store::{
-    ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel,
-};
+pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::error::{Location, Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
 
 /// Encoded chunks in a hash map: for tests, and for users who want a store with no disk.
 #[derive(Debug)]
@@ -16,12 +16,13 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store of `encoding` (PBS blobs or casync chunk files).
+    /// An empty store of chunks in `encoding` (PBS blobs, or casync chunk files compressed or
+    /// not), which `put` expects and `get` hands out.
     #[must_use]
     pub fn new(encoding: ChunkEncoding) -> Self {
         let kind = match encoding {
-            ChunkEncoding::Casync => "castr",
-            _ => "pbs",
+            ChunkEncoding::PbsBlob => "pbs",
+            ChunkEncoding::CasyncCompressed | ChunkEncoding::CasyncUncompressed => "castr",
         };
         Self {
             name: Arc::from(format!("memory:{kind}")),
@@ -73,12 +74,8 @@ impl ChunkStore for MemoryStore {
         let Some(bytes) = bytes else {
             return Err(StoreError::missing(&self.name, digest, Location::Memory));
         };
-        let format = match self.encoding {
-            ChunkEncoding::Casync => EncodedFormat::CasyncCompressed,
-            _ => EncodedFormat::PbsBlob,
-        };
         Ok(EncodedChunk {
-            format,
+            encoding: self.encoding,
             bytes,
             location: Location::Memory,
         })

@@ -11,7 +11,7 @@ use crate::fs::{
     chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, sync_filesystem,
     touch_chunk_file,
 };
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome, SyncLevel};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 
 /// The shortest complete chunk file: a blob header. Shorter files were torn by a crash.
 const MIN_CHUNK_FILE: u64 = BLOB_HEADER_SIZE as u64;
@@ -127,7 +127,7 @@ impl ChunkStore for PbsDatastore {
         let location = Location::Path(path);
         match read {
             Ok(Some(bytes)) => Ok(EncodedChunk {
-                format: EncodedFormat::PbsBlob,
+                encoding: ChunkEncoding::PbsBlob,
                 bytes,
                 location,
             }),

@@ -10,20 +10,20 @@ use crate::blob::{MAX_BLOB_SIZE, decode_blob, encode_blob};
 use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 use crate::digest::Hex;
 use crate::digest::{Digest, DigestAlgorithm};
-use crate::error::{Location, Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, EncodedFormat, PutOutcome};
+use crate::error::{CodecError, Location, Result, StoreError};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
 
 /// Decodes `chunk` to at most `max_len` bytes of plaintext (no digest check).
 ///
 /// # Errors
 /// The codec's error for bytes that do not decode.
-pub fn decode_chunk(chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u8>> {
-    match chunk.format {
-        EncodedFormat::PbsBlob => decode_blob(&chunk.bytes, max_len),
-        EncodedFormat::CasyncCompressed => decode_casync_chunk(&chunk.bytes, max_len),
-        EncodedFormat::CasyncUncompressed => {
+pub fn decode_chunk(chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u8>, CodecError> {
+    match chunk.encoding {
+        ChunkEncoding::PbsBlob => decode_blob(&chunk.bytes, max_len),
+        ChunkEncoding::CasyncCompressed => decode_casync_chunk(&chunk.bytes, max_len),
+        ChunkEncoding::CasyncUncompressed => {
             if chunk.bytes.len() > max_len {
-                return Err(StoreError::TooLarge {
+                return Err(CodecError::TooLarge {
                     what: "decoded chunk",
                     size: chunk.bytes.len() as u64,
                     limit: max_len as u64,
@@ -37,20 +37,19 @@ pub fn decode_chunk(chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u8>> {
 /// Encodes `plaintext` the way a store of `encoding` keeps it.
 ///
 /// # Errors
-/// [`StoreError::TooLarge`] over 128 MiB.
-pub fn encode_chunk(plaintext: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>> {
+/// [`CodecError::TooLarge`] over 128 MiB.
+pub fn encode_chunk(plaintext: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>, CodecError> {
+    if plaintext.len() > MAX_BLOB_SIZE {
+        return Err(CodecError::TooLarge {
+            what: "chunk",
+            size: plaintext.len() as u64,
+            limit: MAX_BLOB_SIZE as u64,
+        });
+    }
     match encoding {
-        ChunkEncoding::Casync => {
-            if plaintext.len() > MAX_BLOB_SIZE {
-                return Err(StoreError::TooLarge {
-                    what: "chunk",
-                    size: plaintext.len() as u64,
-                    limit: MAX_BLOB_SIZE as u64,
-                });
-            }
-            encode_casync_chunk(plaintext)
-        }
-        _ => encode_blob(plaintext),
+        ChunkEncoding::PbsBlob => encode_blob(plaintext),
+        ChunkEncoding::CasyncCompressed => encode_casync_chunk(plaintext),
+        ChunkEncoding::CasyncUncompressed => Ok(plaintext.to_vec()),
     }
 }
 
@@ -105,7 +104,7 @@ impl ChunkSource {
     ///
     /// # Errors
     /// [`StoreError::Missing`] or [`StoreError::Read`] from the store;
-    /// [`StoreError::Corrupt`] (wrapping the codec's error), [`StoreError::LengthMismatch`] or
+    /// [`StoreError::Corrupt`] (its source the [`CodecError`](crate::CodecError)), [`StoreError::LengthMismatch`] or
     /// [`StoreError::DigestMismatch`] for a chunk that is there but wrong;
     /// [`StoreError::TooLarge`] for an expected length over 128 MiB;
     /// [`StoreError::DecodeTask`] if decoding panicked.
@@ -122,24 +121,19 @@ impl ChunkSource {
         let location = encoded.location.clone();
         let decoded = self
             .on_cpu(digest, move || {
-                let plaintext = decode_chunk(&encoded, expected_len)?;
-                let actual = if plaintext.len() == expected_len {
-                    Some(algorithm.digest(&plaintext))
-                } else {
-                    None
-                };
-                Ok((plaintext, actual))
+                Ok(decode_chunk(&encoded, expected_len).map(|plaintext| {
+                    let actual =
+                        (plaintext.len() == expected_len).then(|| algorithm.digest(&plaintext));
+                    (plaintext, actual)
+                }))
             })
-            .await;
+            .await?;
         let store = Arc::clone(self.store.name());
-        let (plaintext, actual) = decoded.map_err(|error| match error {
-            task @ StoreError::DecodeTask { .. } => task,
-            codec => StoreError::Corrupt {
-                store: Arc::clone(&store),
-                digest: Hex(*digest),
-                location: location.clone(),
-                source: Box::new(codec),
-            },
+        let (plaintext, actual) = decoded.map_err(|source| StoreError::Corrupt {
+            store: Arc::clone(&store),
+            digest: Hex(*digest),
+            location: location.clone(),
+            source,
         })?;
         match actual {
             None => Err(StoreError::LengthMismatch {
@@ -162,7 +156,7 @@ impl ChunkSource {
     /// Hashes, encodes and stores `plaintext`; returns its digest and whether it was new.
     ///
     /// # Errors
-    /// [`StoreError::TooLarge`] over 128 MiB, or the store's write error.
+    /// [`StoreError::Encode`] for a chunk over 128 MiB, or the store's write error.
     pub async fn write(&self, plaintext: Vec<u8>) -> Result<(Digest, PutOutcome)> {
         self.write_checked(None, plaintext).await
     }
@@ -198,8 +192,15 @@ impl ChunkSource {
             return Ok((digest, PutOutcome::AlreadyPresent));
         }
         let encoding = self.store.encoding();
+        let store = Arc::clone(self.store.name());
         let encoded = self
-            .on_cpu(&digest, move || encode_chunk(&plaintext, encoding))
+            .on_cpu(&digest, move || {
+                encode_chunk(&plaintext, encoding).map_err(|source| StoreError::Encode {
+                    store,
+                    digest: Hex(digest),
+                    source,
+                })
+            })
             .await?;
         let outcome = self.store.put(&digest, encoded).await?;
         Ok((digest, outcome))
@@ -226,7 +227,13 @@ impl ChunkSource {
                         actual: Hex(digest),
                     });
                 }
-                Ok((digest, encode_chunk(&plaintext, encoding)?))
+                let encoded =
+                    encode_chunk(&plaintext, encoding).map_err(|source| StoreError::Encode {
+                        store,
+                        digest: Hex(digest),
+                        source,
+                    })?;
+                Ok((digest, encoded))
             })
             .await?;
         let outcome = self.store.put(&digest, encoded).await?;

@@ -6,25 +6,17 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::error::{Location, Result};
 
-/// How a store encodes the chunks it holds.
+/// How a chunk is encoded: what a store's [`put`](ChunkStore::put) expects (its
+/// [`encoding`](ChunkStore::encoding)), and what each chunk [`get`](ChunkStore::get) hands out
+/// is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ChunkEncoding {
-    /// PBS DataBlobs (CRC-32, raw or zstd).
+    /// A PBS DataBlob (CRC-32, raw or zstd).
     PbsBlob,
-    /// casync chunk files (zstd, xz or gzip; or uncompressed).
-    Casync,
-}
-
-/// The encoding of one chunk as fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EncodedFormat {
-    /// A PBS DataBlob.
-    PbsBlob,
-    /// A compressed casync chunk file (`.cacnk`).
+    /// A compressed casync chunk file (`.cacnk`: zstd, xz or gzip); cairn writes zstd.
     CasyncCompressed,
-    /// An uncompressed casync chunk (the plaintext itself).
+    /// An uncompressed casync chunk: the plaintext itself.
     CasyncUncompressed,
 }
 
@@ -32,7 +24,7 @@ pub enum EncodedFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedChunk {
     /// How `bytes` are encoded.
-    pub format: EncodedFormat,
+    pub encoding: ChunkEncoding,
     /// The bytes as stored.
     pub bytes: Vec<u8>,
     /// Where they came from, for error messages.

@@ -81,7 +81,7 @@ fn encrypted_blobs_need_a_key() {
         blob.extend_from_slice(&[0; 32]);
         blob.extend_from_slice(&payload);
         let error = decode_blob(&blob, 1000).unwrap_err();
-        assert!(matches!(error, StoreError::Encrypted), "{error}");
+        assert!(matches!(error, CodecError::Encrypted), "{error}");
         assert_eq!(error.to_string(), "encrypted chunk: key required");
     }
 }
@@ -95,26 +95,26 @@ fn sizes_are_bounded_before_allocating() {
     blob.extend_from_slice(&big);
     let error = decode_blob(&blob, 1 << 20).unwrap_err();
     assert!(
-        matches!(error, StoreError::TooLarge { size, .. } if size == 8 << 20),
+        matches!(error, CodecError::TooLarge { size, .. } if size == 8 << 20),
         "{error}"
     );
     // Over the expected length, raw.
     let raw = encode_blob_uncompressed(&[1; 100]).unwrap();
     assert!(matches!(
         decode_blob(&raw, 99).unwrap_err(),
-        StoreError::TooLarge { .. }
+        CodecError::TooLarge { .. }
     ));
     // casync zstd frames carry no size: decoding stops at the expected length.
     let frame = encode_casync_chunk(&vec![3u8; 50_000]).unwrap();
     assert!(matches!(
         decode_casync_chunk(&frame, 49_999).unwrap_err(),
-        StoreError::TooLarge { limit: 49_999, .. }
+        CodecError::TooLarge { limit: 49_999, .. }
     ));
     assert_eq!(decode_casync_chunk(&frame, 50_000).unwrap().len(), 50_000);
     // Plaintext over the cap is refused before encoding.
     assert!(matches!(
         encode_blob(&vec![0; MAX_BLOB_SIZE + 1]).unwrap_err(),
-        StoreError::TooLarge { .. }
+        CodecError::TooLarge { .. }
     ));
 }
 
@@ -122,21 +122,21 @@ fn sizes_are_bounded_before_allocating() {
 fn bad_blobs_give_typed_errors() {
     assert!(matches!(
         decode_blob(b"nonsense", 10).unwrap_err(),
-        StoreError::UnknownFormat { .. }
+        CodecError::UnknownFormat { .. }
     ));
     assert!(matches!(
         decode_blob(&UNCOMPRESSED_BLOB_MAGIC, 10).unwrap_err(),
-        StoreError::Truncated { .. }
+        CodecError::Truncated { .. }
     ));
     let mut blob = encode_blob_uncompressed(b"hello proxmox").unwrap();
     blob[15] ^= 1;
     assert!(matches!(
         decode_blob(&blob, 13).unwrap_err(),
-        StoreError::CrcMismatch { .. }
+        CodecError::CrcMismatch { .. }
     ));
     assert!(matches!(
         decode_casync_chunk(b"plain", 10).unwrap_err(),
-        StoreError::UnknownFormat { .. }
+        CodecError::UnknownFormat { .. }
     ));
 }
 

@@ -66,7 +66,10 @@ impl ConformanceTarget for Castr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     check_store(&Memory(Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob)))).await;
-    check_store(&Memory(Arc::new(MemoryStore::new(ChunkEncoding::Casync)))).await;
+    check_store(&Memory(Arc::new(MemoryStore::new(
+        ChunkEncoding::CasyncCompressed,
+    ))))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,13 +314,27 @@ async fn errors_name_the_store_the_digest_and_the_path() {
         .expect("reading a FIFO chunk hung")
         .unwrap_err();
     assert!(matches!(fifo, StoreError::Read { .. }), "{fifo}");
-    assert!(fifo.to_string().contains("not a regular file"), "{fifo}");
+    let cause = std::error::Error::source(&fifo).unwrap().to_string();
+    assert_eq!(cause, "not a regular file", "{fifo}");
     std::fs::remove_file(&path).unwrap();
 
     // Corrupt.
     std::fs::write(&path, b"not a blob at all").unwrap();
     let corrupt = source.read(&digest, 10).await.unwrap_err();
-    assert!(matches!(corrupt, StoreError::Corrupt { .. }), "{corrupt}");
+    assert!(
+        matches!(
+            corrupt,
+            StoreError::Corrupt {
+                source: CodecError::UnknownFormat { .. },
+                ..
+            }
+        ),
+        "{corrupt}"
+    );
+    // Each level says its own part: the cause is the source, not repeated in the message.
+    let cause = std::error::Error::source(&corrupt).unwrap().to_string();
+    assert!(cause.starts_with("unknown chunk format"), "{cause}");
+    assert!(!corrupt.to_string().contains(&cause), "{corrupt}");
     let text = corrupt.to_string();
     assert!(
         text.contains(&hex(&digest)) && text.contains(&path.display().to_string()),

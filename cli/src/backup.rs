@@ -166,7 +166,7 @@ fn chunker_and_writer(
         Format::Fidx => {
             let size = plan.chunk_size.unwrap_or(4 << 20);
             let chunker = FixedChunker::new(to_usize(size)?).map_err(|e| usage(e.to_string()))?;
-            let writer = FixedIndexWriter::create(index, size).map_err(Failure::data)?;
+            let writer = FixedIndexWriter::create(index, size).map_err(Failure::error)?;
             (
                 Box::new(chunker),
                 Writer::Fixed(writer),
@@ -176,7 +176,7 @@ fn chunker_and_writer(
         Format::Didx => {
             let avg = plan.chunk_size.unwrap_or(PbsChunker::DEFAULT_AVG as u64);
             let chunker = PbsChunker::new(to_usize(avg)?).map_err(|e| usage(e.to_string()))?;
-            let writer = DynamicIndexWriter::create(index).map_err(Failure::data)?;
+            let writer = DynamicIndexWriter::create(index).map_err(Failure::error)?;
             (
                 Box::new(chunker),
                 Writer::Dynamic(writer),
@@ -201,7 +201,7 @@ fn chunker_and_writer(
                 avg: avg as u64,
                 max: max as u64,
             };
-            let writer = CasyncIndexWriter::create(index, params).map_err(Failure::data)?;
+            let writer = CasyncIndexWriter::create(index, params).map_err(Failure::error)?;
             (Box::new(chunker), Writer::Casync(writer), digest)
         }
     })
@@ -261,7 +261,7 @@ pub(crate) async fn backup(
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 let (len, (digest, outcome)) = match done {
                     Ok(done) => done,
-                    Err(e) => break Err(Failure::data(e)),
+                    Err(e) => break Err(Failure::error(e)),
                 };
                 end += len;
                 summary.chunks += 1;
@@ -276,7 +276,7 @@ pub(crate) async fn backup(
                     Writer::Casync(w) => w.push(end, &digest),
                 };
                 if let Err(e) = pushed {
-                    break Err(Failure::data(e));
+                    break Err(Failure::error(e));
                 }
             },
             // Wakes the loop so that it stops taking input.
@@ -301,7 +301,7 @@ pub(crate) async fn backup(
         ))
     })?;
     // The chunks reach stable storage before the index that names them exists.
-    store.sync().await.map_err(Failure::data)?;
+    store.sync().await.map_err(Failure::error)?;
     if stop.is_stopped() {
         return Err(Failure::interrupted("no index was written"));
     }
@@ -310,7 +310,7 @@ pub(crate) async fn backup(
         Writer::Dynamic(w) => w.finish().and_then(AtomicFile::commit),
         Writer::Casync(w) => w.finish().and_then(AtomicFile::commit),
     };
-    committed.map_err(Failure::data)?;
+    committed.map_err(Failure::error)?;
     summary.size = end;
     summary.unique_chunks = unique.len() as u64;
     summary.unique_bytes = unique.values().sum();

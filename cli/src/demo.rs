@@ -149,9 +149,9 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
     // 2. Back it up into a PBS datastore (fidx) and a casync store (caibx).
     let pbs_dir = dir.join("pbs-datastore");
     let castr_dir = dir.join("store.castr");
-    let pbs: Arc<dyn ChunkStore> = Arc::new(PbsDatastore::init(&pbs_dir).map_err(Failure::data)?);
+    let pbs: Arc<dyn ChunkStore> = Arc::new(PbsDatastore::init(&pbs_dir).map_err(Failure::error)?);
     let castr: Arc<dyn ChunkStore> =
-        Arc::new(CastrStore::create(&castr_dir).map_err(Failure::data)?);
+        Arc::new(CastrStore::create(&castr_dir).map_err(Failure::error)?);
     let targets = [
         (
             "PBS datastore, fidx",
@@ -187,7 +187,8 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
     // 3. Restore both through the reader and compare.
     let mut restore_rates = Vec::new();
     for (name, store, index, _) in &targets {
-        let index_value: Arc<dyn ChunkIndex> = Arc::new(Index::open(index).map_err(Failure::data)?);
+        let index_value: Arc<dyn ChunkIndex> =
+            Arc::new(Index::open(index).map_err(Failure::error)?);
         let reader = ChunkReader::new(index_value, Arc::clone(store), ReaderOptions::default());
         let output = dir.join(format!(
             "restored-{}.img",
@@ -218,7 +219,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
     // 4. Random reads from many tasks: first cold (concurrent readers of one chunk share its
     // fetch), then on a warm cache.
     let index: Arc<dyn ChunkIndex> =
-        Arc::new(Index::open(dir.join("sample.fidx")).map_err(Failure::data)?);
+        Arc::new(Index::open(dir.join("sample.fidx")).map_err(Failure::error)?);
     let reader = ChunkReader::new(
         index,
         Arc::clone(&pbs),
@@ -253,7 +254,7 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
                 handle
                     .await
                     .map_err(|e| Failure::data(format!("a reader task failed: {e}")))?
-                    .map_err(Failure::data)?;
+                    .map_err(Failure::error)?;
             }
             Ok::<_, Failure>(())
         }

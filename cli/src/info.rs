@@ -222,7 +222,7 @@ fn text(value: &Value) -> String {
 pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     // Open without the checksum check so a mismatch is reported, not just refused.
     let options = OpenOptions::new().verify_checksum(false);
-    let index = Index::open_with(&args.index, &options).map_err(Failure::data)?;
+    let index = Index::open_with(&args.index, &options).map_err(Failure::error)?;
     let checksum_ok = index.checksum_matches();
     let summary = summarise(index.as_dyn());
     let value = report(&index, &summary, checksum_ok);

@@ -65,6 +65,12 @@ impl Failure {
         }
     }
 
+    /// A data or verification error (exit code 1) from an error value: its message and every
+    /// cause's, once each.
+    pub(crate) fn error(error: impl std::error::Error) -> Self {
+        Self::data(chain(&error))
+    }
+
     /// A usage error (exit code 2).
     pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
         Self {
@@ -90,6 +96,18 @@ impl Failure {
             code: 1,
         }
     }
+}
+
+/// `error` and its causes on one line, each level's own message once, joined by `: `.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure> {

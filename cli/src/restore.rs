@@ -34,7 +34,7 @@ pub(crate) fn open_reader(
     index: &Path,
     options: ReaderOptions,
 ) -> Result<ChunkReader, Failure> {
-    let index: Arc<dyn ChunkIndex> = Arc::new(Index::open(index).map_err(Failure::data)?);
+    let index: Arc<dyn ChunkIndex> = Arc::new(Index::open(index).map_err(Failure::error)?);
     let store = store.open()?;
     Ok(ChunkReader::new(index, store, options))
 }
@@ -217,7 +217,7 @@ async fn write_at_offsets(
                     fetched = reader.chunk(i) => fetched,
                     () = stop.stopped() => return Ok((0, false)),
                 };
-                let data = fetched.map_err(Failure::data)?.unwrap_or_default();
+                let data = fetched.map_err(Failure::error)?.unwrap_or_default();
                 Arc::from(data.as_slice())
             };
             let len = usize::try_from(info.len())
@@ -272,7 +272,7 @@ async fn write_stream<W: AsyncWrite + Unpin>(
             () = stop.stopped() => return Err(interrupted(format!("{what} got part of the image"))),
         };
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(Failure::data)?.unwrap_or_default();
+        let chunk = chunk.map_err(Failure::error)?.unwrap_or_default();
         tokio::select! {
             written = out.write_all(&chunk) => written.map_err(error)?,
             () = stop.stopped() => return Err(interrupted(format!("{what} got part of the image"))),
@@ -363,7 +363,7 @@ pub(crate) async fn run_read(args: &ReadArgs) -> Result<(), Failure> {
         let read = reader
             .read_at(&mut buf[..want], at)
             .await
-            .map_err(Failure::data)?;
+            .map_err(Failure::error)?;
         if read == 0 {
             break;
         }

@@ -74,9 +74,9 @@ impl StoreSpec {
             )));
         }
         let store: Arc<dyn ChunkStore> = if self.is_pbs(true) {
-            Arc::new(PbsDatastore::open(self.path()).map_err(Failure::data)?)
+            Arc::new(PbsDatastore::open(self.path()).map_err(Failure::error)?)
         } else {
-            Arc::new(CastrStore::open(self.path()).map_err(Failure::data)?)
+            Arc::new(CastrStore::open(self.path()).map_err(Failure::error)?)
         };
         Ok(store)
     }
@@ -91,13 +91,13 @@ impl StoreSpec {
         let store: Arc<dyn ChunkStore> = if self.is_pbs(new_is_pbs) {
             Arc::new(
                 PbsDatastore::init(self.path())
-                    .map_err(Failure::data)?
+                    .map_err(Failure::error)?
                     .with_sync(sync),
             )
         } else {
             Arc::new(
                 CastrStore::create(self.path())
-                    .map_err(Failure::data)?
+                    .map_err(Failure::error)?
                     .with_sync(sync),
             )
         };

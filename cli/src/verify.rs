@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_chunk_store::{ChunkSource, StoreError, to_hex};
+use cairn_chunk_store::{ChunkSource, CodecError, StoreError, to_hex};
 use cairn_index::{ChunkIndex, Digest, Index};
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -39,17 +39,14 @@ fn kind(error: &StoreError) -> &'static str {
         StoreError::Read { .. } => "unreadable",
         StoreError::LengthMismatch { .. } => "wrong-length",
         // Decoding stopped at the length the index gives: the chunk is longer than that.
-        StoreError::Corrupt { source, .. }
-            if matches!(
-                **source,
-                StoreError::TooLarge {
+        StoreError::Corrupt {
+            source:
+                CodecError::TooLarge {
                     what: "decoded chunk",
                     ..
-                }
-            ) =>
-        {
-            "wrong-length"
-        }
+                },
+            ..
+        } => "wrong-length",
         StoreError::DigestMismatch { .. } => "wrong-digest",
         _ => "corrupt",
     }
@@ -61,7 +58,7 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
     let mut reports = Vec::new();
     let mut bad_total = 0usize;
     for path in &args.indexes {
-        let index = Index::open(path).map_err(Failure::data)?;
+        let index = Index::open(path).map_err(Failure::error)?;
         let source = ChunkSource::new(Arc::clone(&store), index.digest_algorithm());
         // Every (digest, length) pair is checked: an index that gives one digest two lengths
         // has one of them wrong, and a restore would fail on it.
@@ -120,7 +117,7 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
                 "bad_chunks": bad.iter().map(|(digest, ranges, error)| json!({
                     "digest": to_hex(digest),
                     "problem": kind(error),
-                    "error": error.to_string(),
+                    "error": crate::chain(error),
                     "ranges": ranges.iter().map(|(s, e)| json!([s, e])).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
@@ -136,14 +133,15 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
                     path.display(),
                     bad.len()
                 );
-                for (digest, ranges, error) in bad {
+                // The error names the chunk's digest, its store and where it is.
+                for (_, ranges, error) in bad {
                     let spans: Vec<String> =
                         ranges.iter().map(|(s, e)| format!("{s}..{e}")).collect();
                     println!(
-                        "  {} chunk {} (image bytes {}): {error}",
+                        "  {} (image bytes {}): {}",
                         kind(error),
-                        to_hex(digest),
-                        spans.join(", ")
+                        spans.join(", "),
+                        crate::chain(error)
                     );
                 }
             }

@@ -46,7 +46,7 @@ impl fmt::Display for Origin {
 #[non_exhaustive]
 pub enum IndexError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         /// The index.
         file: Origin,
@@ -55,7 +55,7 @@ pub enum IndexError {
         source: io::Error,
     },
     /// The index could not be written (or moved into place).
-    #[error("{file}: cannot write: {source}")]
+    #[error("{file}: cannot write")]
     Write {
         /// The index.
         file: Origin,

@@ -10,10 +10,9 @@ use cairn_chunk_store::{Digest, Hex, StoreError};
 #[non_exhaustive]
 pub enum ReaderError {
     /// A chunk could not be fetched, decoded or verified. The source is the store's error (or
-    /// the cache's, for a panic in the fetch).
-    #[error(
-        "reading image offset {offset}: chunk {chunk} ({digest}, image bytes {start}..{end}): {source}"
-    )]
+    /// the cache's, for a panic in the fetch), which names the store, the digest and where the
+    /// chunk is; this level adds where in the image.
+    #[error("reading image offset {offset}: chunk {chunk} (image bytes {start}..{end})")]
     Chunk {
         /// The image offset the read needed.
         offset: u64,
@@ -76,9 +75,9 @@ pub enum ReaderError {
         /// The flavour of the runtime given.
         flavor: &'static str,
     },
-    /// The blocking adapter could not start its runtime.
-    #[error("cannot start the blocking reader's runtime: {0}")]
-    Runtime(Arc<std::io::Error>),
+    /// The blocking adapter could not start its runtime; the source says why.
+    #[error("cannot start the blocking reader's runtime")]
+    Runtime(#[source] Arc<std::io::Error>),
 }
 
 /// The cause of a chunk failure: the store's error, or the cache's for a panic or abandonment.
@@ -89,15 +88,24 @@ pub enum ChunkFailure {
     #[error(transparent)]
     Store(Arc<StoreError>),
     /// The fetch panicked or was abandoned.
-    #[error(transparent)]
-    Cache(CacheError),
+    #[error("fetching chunk {digest}")]
+    Cache {
+        /// The chunk.
+        digest: Hex<Digest>,
+        /// What the cache said.
+        #[source]
+        source: CacheError,
+    },
 }
 
 impl ChunkFailure {
-    pub(crate) fn from_cache(error: CacheError) -> Self {
+    pub(crate) fn from_cache(digest: &Digest, error: CacheError) -> Self {
         match error.fetch_error::<SharedStoreError>() {
             Some(shared) => Self::Store(Arc::clone(&shared.0)),
-            None => Self::Cache(error),
+            None => Self::Cache {
+                digest: Hex(*digest),
+                source: error,
+            },
         }
     }
 
@@ -106,7 +114,7 @@ impl ChunkFailure {
     pub fn store_error(&self) -> Option<&StoreError> {
         match self {
             Self::Store(error) => Some(error),
-            Self::Cache(_) => None,
+            Self::Cache { .. } => None,
         }
     }
 }

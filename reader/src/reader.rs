@@ -445,7 +445,7 @@ impl ChunkReader {
                 digest: Hex(info.digest),
                 start: info.start,
                 end: info.end,
-                source: ChunkFailure::from_cache(error),
+                source: ChunkFailure::from_cache(&info.digest, error),
             })?;
         // The cache is shared: a chunk another reader cached under this digest must still fit
         // this index's range.
