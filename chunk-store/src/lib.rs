@@ -43,21 +43,26 @@ mod pbs;
 mod source;
 mod store;
 
-pub use crate::blob::{
-    BLOB_HEADER_SIZE, BlobKind, COMPRESSED_BLOB_MAGIC, ENCRYPTED_BLOB_HEADER_SIZE,
-    ENCRYPTED_BLOB_MAGIC, ENCRYPTED_COMPRESSED_BLOB_MAGIC, MAX_BLOB_SIZE, UNCOMPRESSED_BLOB_MAGIC,
-    decode_blob, encode_blob, encode_blob_uncompressed,
-};
+pub use crate::blob::{decode_blob, encode_blob, encode_blob_uncompressed};
 pub use crate::castr::CastrStore;
-pub use crate::casync_chunk::{
-    CasyncCompression, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC, decode_casync_chunk, encode_casync_chunk,
-};
+pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
 pub use crate::error::{CodecError, Location, Result, StoreError};
 pub use crate::memory::MemoryStore;
 pub use crate::pbs::PbsDatastore;
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
 pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+
+/// The formats' numbers and kinds: blob magics and header sizes, the 128 MiB blob cap, the
+/// magics of casync's compressions, and what kind of blob or casync chunk some bytes are.
+pub mod format {
+    pub use crate::blob::{
+        BLOB_HEADER_SIZE, BlobKind, COMPRESSED_BLOB_MAGIC, ENCRYPTED_BLOB_HEADER_SIZE,
+        ENCRYPTED_BLOB_MAGIC, ENCRYPTED_COMPRESSED_BLOB_MAGIC, MAX_BLOB_SIZE,
+        UNCOMPRESSED_BLOB_MAGIC,
+    };
+    pub use crate::casync_chunk::{CasyncCompression, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC};
+}
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

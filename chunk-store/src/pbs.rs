@@ -52,7 +52,7 @@ impl PbsDatastore {
     ///
     /// # Errors
     /// [`StoreError::Store`] if the folders cannot be created.
-    pub fn init(base: impl AsRef<Path>) -> Result<Self> {
+    pub fn create(base: impl AsRef<Path>) -> Result<Self> {
         let store = Self::at(base.as_ref());
         std::fs::create_dir_all(&store.chunks)
             .map_err(|e| store.problem("cannot create the datastore", Some(e)))?;

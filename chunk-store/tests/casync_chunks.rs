@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cairn_chunk_store::conformance::sample_chunk;
+use cairn_chunk_store::format::*;
 use cairn_chunk_store::*;
 
 fn casync() -> Option<PathBuf> {

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+use cairn_chunk_store::format::*;
 use cairn_chunk_store::*;
 use proptest::prelude::*;
 

@@ -26,7 +26,7 @@ fn insert_until_killed(base: &std::ffi::OsStr) -> ! {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store: Arc<dyn ChunkStore> = if pbs {
-            Arc::new(PbsDatastore::init(base).unwrap())
+            Arc::new(PbsDatastore::create(base).unwrap())
         } else {
             Arc::new(CastrStore::create(base).unwrap())
         };

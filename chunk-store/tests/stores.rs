@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_chunk_store::conformance::{ConformanceTarget, check_store, sample_chunk};
+use cairn_chunk_store::format::*;
 use cairn_chunk_store::*;
 
 struct Memory(Arc<MemoryStore>);
@@ -75,7 +76,7 @@ async fn memory_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbs_datastore_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    let store = PbsDatastore::create(dir.path().join("ds")).unwrap();
     check_store(&Pbs(store, dir)).await;
 }
 
@@ -90,7 +91,7 @@ async fn castr_store_conforms() {
 async fn stores_conform_at_every_sync_level() {
     for level in [SyncLevel::None, SyncLevel::File] {
         let dir = tempfile::tempdir().unwrap();
-        let store = PbsDatastore::init(dir.path().join("ds"))
+        let store = PbsDatastore::create(dir.path().join("ds"))
             .unwrap()
             .with_sync(level);
         assert_eq!(store.sync_level(), level);
@@ -106,7 +107,7 @@ async fn stores_conform_at_every_sync_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_is_an_error_naming_the_store_and_level() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    let store = PbsDatastore::create(dir.path().join("ds")).unwrap();
     assert_eq!(store.sync_level(), SyncLevel::Filesystem, "the default");
     store.sync().await.unwrap();
     std::fs::remove_dir(dir.path().join("ds/.chunks")).unwrap();
@@ -150,7 +151,7 @@ fn times(path: &std::path::Path) -> (std::time::SystemTime, std::time::SystemTim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reusing_an_old_chunk_updates_its_access_time() {
     let dir = tempfile::tempdir().unwrap();
-    let pbs = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    let pbs = PbsDatastore::create(dir.path().join("ds")).unwrap();
     let castr = CastrStore::create(dir.path().join("s.castr")).unwrap();
     let stores: [(Arc<dyn ChunkStore>, PathBuf, DigestAlgorithm); 2] = {
         let plaintext = sample_chunk(70, 9000);
@@ -211,7 +212,7 @@ fn hex(d: &Digest) -> String {
 async fn pbs_layout_and_prefix_folders_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("ds");
-    let store = PbsDatastore::init(&base).unwrap();
+    let store = PbsDatastore::create(&base).unwrap();
     assert!(base.join(".chunks").is_dir());
     assert_eq!(
         std::fs::read_dir(base.join(".chunks")).unwrap().count(),
@@ -279,7 +280,7 @@ async fn castr_layout_reads_uncompressed_and_ignores_temporary_files() {
 #[tokio::test]
 async fn errors_name_the_store_the_digest_and_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PbsDatastore::init(dir.path().join("ds")).unwrap();
+    let store = PbsDatastore::create(dir.path().join("ds")).unwrap();
     let source = ChunkSource::new(Arc::new(store.clone()), DigestAlgorithm::Sha256);
     let digest = [0xab; 32];
     let path = store.chunk_path(&digest);

@@ -149,7 +149,8 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
     // 2. Back it up into a PBS datastore (fidx) and a casync store (caibx).
     let pbs_dir = dir.join("pbs-datastore");
     let castr_dir = dir.join("store.castr");
-    let pbs: Arc<dyn ChunkStore> = Arc::new(PbsDatastore::init(&pbs_dir).map_err(Failure::error)?);
+    let pbs: Arc<dyn ChunkStore> =
+        Arc::new(PbsDatastore::create(&pbs_dir).map_err(Failure::error)?);
     let castr: Arc<dyn ChunkStore> =
         Arc::new(CastrStore::create(&castr_dir).map_err(Failure::error)?);
     let targets = [

@@ -120,13 +120,7 @@ fn report(index: &Index, summary: &Summary, checksum_ok: Option<bool>) -> Value 
 }
 
 fn index_path(index: &Index) -> String {
-    let origin = match index {
-        Index::Fixed(i) => i.origin(),
-        Index::Dynamic(i) => i.origin(),
-        Index::Casync(i) => i.origin(),
-        _ => return String::new(),
-    };
-    origin.to_string()
+    index.origin().to_string()
 }
 
 fn bytes(n: u64) -> String {

@@ -90,7 +90,7 @@ impl StoreSpec {
     ) -> Result<Arc<dyn ChunkStore>, Failure> {
         let store: Arc<dyn ChunkStore> = if self.is_pbs(new_is_pbs) {
             Arc::new(
-                PbsDatastore::init(self.path())
+                PbsDatastore::create(self.path())
                     .map_err(Failure::error)?
                     .with_sync(sync),
             )

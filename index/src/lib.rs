@@ -44,23 +44,27 @@ mod table;
 pub mod testing;
 
 pub use crate::atomic::AtomicFile;
-pub use crate::casync::{
-    CA_FORMAT_INDEX, CA_FORMAT_SHA512_256, CA_FORMAT_TABLE, CA_FORMAT_TABLE_TAIL_MARKER,
-    CASYNC_CHUNK_SIZE_LIMIT, CASYNC_DEFAULT_FLAGS, CASYNC_HEADER_SIZE, CASYNC_SHA256_FLAGS,
-    CasyncIndex, CasyncIndexWriter, CasyncParams,
-};
+pub use crate::casync::{CasyncIndex, CasyncIndexWriter, CasyncParams};
 pub use crate::chunker::{
-    CASYNC_WINDOW, CasyncChunker, Chunker, FixedChunker, MAX_CHUNK_SIZE, PBS_WINDOW, PbsChunker,
-    ReadChunks, SliceChunks,
+    CasyncChunker, Chunker, FixedChunker, PbsChunker, ReadChunks, SliceChunks,
 };
 pub use crate::dynamic::{DynamicIndex, DynamicIndexWriter};
 pub use crate::error::{Hex, IndexError, Origin, Result};
 pub use crate::fixed::{FixedIndex, FixedIndexWriter};
 pub use crate::index::{ChunkIndex, ChunkInfo, Chunks, Digest, DigestAlgorithm, IndexFormat};
 pub use crate::open::{Index, OpenOptions};
-pub use crate::pbs::{
-    ChecksumCheck, DYNAMIC_INDEX_MAGIC, FIXED_INDEX_MAGIC, PBS_HEADER_SIZE, PbsHeader,
-};
+pub use crate::pbs::{ChecksumCheck, PbsHeader};
+
+/// The formats' numbers: magics, header sizes, type markers, feature flags, chunker windows and
+/// limits, for code that inspects files itself.
+pub mod format {
+    pub use crate::casync::{
+        CA_FORMAT_INDEX, CA_FORMAT_SHA512_256, CA_FORMAT_TABLE, CA_FORMAT_TABLE_TAIL_MARKER,
+        CASYNC_CHUNK_SIZE_LIMIT, CASYNC_DEFAULT_FLAGS, CASYNC_HEADER_SIZE, CASYNC_SHA256_FLAGS,
+    };
+    pub use crate::chunker::{CASYNC_WINDOW, MAX_CHUNK_SIZE, PBS_WINDOW};
+    pub use crate::pbs::{DYNAMIC_INDEX_MAGIC, FIXED_INDEX_MAGIC, PBS_HEADER_SIZE};
+}
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -105,6 +105,16 @@ impl Index {
         }
     }
 
+    /// Where the index was read from (its file, or memory).
+    #[must_use]
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::Fixed(index) => index.origin(),
+            Self::Dynamic(index) => index.origin(),
+            Self::Casync(index) => index.origin(),
+        }
+    }
+
     /// Whether the PBS checksum matches (computing it if it was not checked at open); `None`
     /// for casync indexes, which have none.
     #[must_use]

@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 
+use cairn_index::format::*;
 use cairn_index::*;
 
 fn sha256(data: &[u8]) -> [u8; 32] {

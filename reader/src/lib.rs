@@ -46,6 +46,6 @@ pub use crate::async_io::AsyncChunkReader;
 pub use crate::blocking::BlockingChunkReader;
 pub use crate::error::{ChunkFailure, ReaderError};
 pub use crate::reader::{
-    ByteWeigher, ChunkCache, ChunkData, ChunkReader, MAX_CONCURRENCY, MAX_READAHEAD_CHUNKS,
+    ChunkCache, ChunkData, ChunkReader, ChunkSizeWeigher, MAX_CONCURRENCY, MAX_READAHEAD_CHUNKS,
     ReaderOptions, ReaderStats, chunk_cache,
 };

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_cache::{Cache, CacheBuilder, CacheStats, Weighter};
-use cairn_chunk_store::{ChunkSource, ChunkStore, Hex, MAX_BLOB_SIZE};
+use cairn_chunk_store::format::MAX_BLOB_SIZE;
+use cairn_chunk_store::{ChunkSource, ChunkStore, Hex};
 use cairn_index::{ChunkIndex, ChunkInfo, Digest};
 use futures_util::{StreamExt as _, stream};
 
@@ -17,13 +18,14 @@ pub type ChunkData = Arc<Vec<u8>>;
 
 /// The chunk cache: decoded chunks by digest, weighed in bytes. Share one between readers (all
 /// disks of a VM, all NBD connections) by passing clones of it to [`ChunkReader::with_cache`].
-pub type ChunkCache = Cache<Digest, ChunkData, ByteWeigher>;
+pub type ChunkCache = Cache<Digest, ChunkData, ChunkSizeWeigher>;
 
-/// Weighs a chunk by its length in bytes.
+/// Weighs a decoded chunk by its size in bytes, so a chunk cache's capacity counts bytes of
+/// plaintext.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ByteWeigher;
+pub struct ChunkSizeWeigher;
 
-impl Weighter<Digest, ChunkData> for ByteWeigher {
+impl Weighter<Digest, ChunkData> for ChunkSizeWeigher {
     fn weight(&self, _: &Digest, chunk: &ChunkData) -> u64 {
         chunk.len() as u64
     }
@@ -33,7 +35,7 @@ impl Weighter<Digest, ChunkData> for ByteWeigher {
 #[must_use]
 pub fn chunk_cache(capacity_bytes: u64) -> ChunkCache {
     CacheBuilder::new(capacity_bytes)
-        .weighter(ByteWeigher)
+        .weighter(ChunkSizeWeigher)
         .build()
 }
 
