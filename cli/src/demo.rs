@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore, to_hex};
 use cairn_index::{ChunkIndex, Index};
-use cairn_reader::{ChunkReader, ReaderOptions};
+use cairn_reader::{ChunkReader, ReaderOptions, RestoreOptions, restore_to_path};
 use sha2::{Digest as _, Sha256};
 
 use crate::Failure;
-use crate::backup::{self, DigestArg, Format, Plan};
+use crate::backup::{self, DigestArg, Format};
 use crate::interrupt::Stop;
 use crate::progress::{self, mb_per_s};
-use crate::restore::restore_to_file;
+use crate::restore;
 
 /// Arguments of `cairn demo`.
 #[derive(Debug, clap::Args)]
@@ -112,8 +112,24 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::data(format!("{}: {e}", what.display()))
 }
 
+/// Runs blocking file work off the async workers.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::data(format!("a file task failed: {e}")))?
+}
+
+/// One store the demo backs the sample up into, and the index it writes there.
+struct Target {
+    name: &'static str,
+    store: Arc<dyn ChunkStore>,
+    index: PathBuf,
+    format: Format,
+}
+
 /// Runs `cairn demo`.
-#[allow(clippy::too_many_lines)]
 pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
     let started = Instant::now();
     let workspace = match &args.keep {
@@ -126,156 +142,186 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
             keep: false,
         },
     };
-    let dir = &workspace.path;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = workspace.path.clone();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let say = |line: String| {
         if !quiet {
             println!("{line}");
         }
     };
     say(format!("cairn demo in {}", dir.display()));
+    let (image, expected) = make_sample(&dir, args.size, &say).await?;
+    let targets = stores(&dir)?;
+    for target in &targets {
+        back_up(target, &image, args.size, quiet, stop, &say).await?;
+    }
+    for target in &targets {
+        restore_and_check(target, &dir, args.size, &expected, quiet, stop, &say).await?;
+    }
+    random_reads(&targets[0], &say).await?;
+    say(format!(
+        "done in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        if workspace.keep {
+            format!("; files kept in {}", dir.display())
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
 
-    // 1. The sample image.
+/// Step 1, the sample image, written (and hashed) off the async workers.
+async fn make_sample(
+    dir: &Path,
+    size: u64,
+    say: &impl Fn(String),
+) -> Result<(PathBuf, [u8; 32]), Failure> {
     let image = dir.join("sample.img");
     let t = Instant::now();
-    let expected = write_sample(&image, args.size).map_err(io(&image))?;
+    let path = image.clone();
+    let expected = off_workers(move || write_sample(&path, size).map_err(io(&path))).await?;
     say(format!(
         "  sample image      {} MiB (random, repeated and zero regions), sha256 {}…, made in {:.1} s",
-        args.size >> 20,
+        size >> 20,
         &to_hex(&expected)[..16],
         t.elapsed().as_secs_f64()
     ));
+    Ok((image, expected))
+}
 
-    // 2. Back it up into a PBS datastore (fidx) and a casync store (caibx).
-    let pbs_dir = dir.join("pbs-datastore");
-    let castr_dir = dir.join("store.castr");
+/// The two stores: a PBS datastore (fidx) and a casync store (caibx).
+fn stores(dir: &Path) -> Result<[Target; 2], Failure> {
     let pbs: Arc<dyn ChunkStore> =
-        Arc::new(PbsDatastore::create(&pbs_dir).map_err(Failure::error)?);
+        Arc::new(PbsDatastore::create(dir.join("pbs-datastore")).map_err(Failure::error)?);
     let castr: Arc<dyn ChunkStore> =
-        Arc::new(CastrStore::create(&castr_dir).map_err(Failure::error)?);
-    let targets = [
-        (
-            "PBS datastore, fidx",
-            Arc::clone(&pbs),
-            dir.join("sample.fidx"),
-            Format::Fidx,
-        ),
-        (
-            "casync store, caibx",
-            Arc::clone(&castr),
-            dir.join("sample.caibx"),
-            Format::Caibx,
-        ),
-    ];
-    for (name, store, index, format) in &targets {
-        let bar = progress::bytes(args.size, "backup", quiet);
-        let plan = Plan {
-            format: *format,
-            chunk_size: None,
-            digest: DigestArg::Sha512_256,
-        };
-        let summary = backup::backup(Arc::clone(store), &image, index, plan, &bar, stop).await?;
-        bar.finish_and_clear();
-        say(format!(
-            "  backup → {name:<20} {:>5.0} MB/s, {} chunks, {} unique, dedup ratio {:.2}",
-            mb_per_s(summary.size, summary.seconds),
-            summary.chunks,
-            summary.unique_chunks,
-            summary.dedup_ratio()
-        ));
-    }
+        Arc::new(CastrStore::create(dir.join("store.castr")).map_err(Failure::error)?);
+    Ok([
+        Target {
+            name: "PBS datastore, fidx",
+            store: pbs,
+            index: dir.join("sample.fidx"),
+            format: Format::Fidx,
+        },
+        Target {
+            name: "casync store, caibx",
+            store: castr,
+            index: dir.join("sample.caibx"),
+            format: Format::Caibx,
+        },
+    ])
+}
 
-    // 3. Restore both through the reader and compare.
-    let mut restore_rates = Vec::new();
-    for (name, store, index, _) in &targets {
-        let index_value: Arc<dyn ChunkIndex> =
-            Arc::new(Index::open(index).map_err(Failure::error)?);
-        let reader = ChunkReader::new(index_value, Arc::clone(store), ReaderOptions::default());
-        let output = dir.join(format!(
-            "restored-{}.img",
-            index.extension().and_then(|e| e.to_str()).unwrap_or("img")
-        ));
-        let bar = progress::bytes(args.size, "restore", quiet);
-        let t = Instant::now();
-        restore_to_file(&reader, &output, None, false, &bar, stop).await?;
-        let seconds = t.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        let actual = sha256_of(&output).map_err(io(&output))?;
-        let ok = actual == expected;
-        restore_rates.push(mb_per_s(args.size, seconds));
-        say(format!(
-            "  restore ← {name:<20} {:>5.0} MB/s, sha256 {}",
-            mb_per_s(args.size, seconds),
-            if ok { "matches" } else { "DIFFERS" }
-        ));
-        if !ok {
-            return Err(Failure::data(format!(
-                "{}: restored image differs from the sample (sha256 {})",
-                output.display(),
-                to_hex(&actual)
-            )));
-        }
-    }
+/// Step 2, back the sample up into one store.
+async fn back_up(
+    target: &Target,
+    image: &Path,
+    size: u64,
+    quiet: bool,
+    stop: &Stop,
+    say: &impl Fn(String),
+) -> Result<(), Failure> {
+    let bar = progress::bytes(size, "backup", quiet);
+    let layout = backup::layout(target.format, None, DigestArg::Sha512_256);
+    let summary = backup::backup(
+        Arc::clone(&target.store),
+        image,
+        &target.index,
+        layout,
+        &bar,
+        stop,
+    )
+    .await?;
+    bar.finish_and_clear();
+    say(format!(
+        "  backup → {:<20} {:>5.0} MB/s, {} chunks, {} unique, dedup ratio {:.2}",
+        target.name,
+        mb_per_s(summary.size, summary.seconds),
+        summary.chunks,
+        summary.unique_chunks,
+        summary.dedup_ratio()
+    ));
+    Ok(())
+}
 
-    // 4. Random reads from many tasks: first cold (concurrent readers of one chunk share its
-    // fetch), then on a warm cache.
-    let index: Arc<dyn ChunkIndex> =
-        Arc::new(Index::open(dir.join("sample.fidx")).map_err(Failure::error)?);
+/// Step 3, restore one backup through the reader and compare it with the sample.
+async fn restore_and_check(
+    target: &Target,
+    dir: &Path,
+    size: u64,
+    expected: &[u8; 32],
+    quiet: bool,
+    stop: &Stop,
+    say: &impl Fn(String),
+) -> Result<(), Failure> {
+    let index: Arc<dyn ChunkIndex> = Arc::new(Index::open(&target.index).map_err(Failure::error)?);
+    let reader = ChunkReader::new(index, Arc::clone(&target.store), ReaderOptions::default());
+    let extension = target
+        .index
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("img");
+    let output = dir.join(format!("restored-{extension}.img"));
+    let bar = progress::bytes(size, "restore", quiet);
+    let progress = |bytes| bar.inc(bytes);
+    let t = Instant::now();
+    restore_to_path(
+        &reader,
+        &output,
+        RestoreOptions::default(),
+        &progress,
+        stop.token(),
+    )
+    .await
+    .map_err(restore::failure)?;
+    let seconds = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let path = output.clone();
+    let actual = off_workers(move || sha256_of(&path).map_err(io(&path))).await?;
+    let ok = actual == *expected;
+    say(format!(
+        "  restore ← {:<20} {:>5.0} MB/s, sha256 {}",
+        target.name,
+        mb_per_s(size, seconds),
+        if ok { "matches" } else { "DIFFERS" }
+    ));
+    if !ok {
+        return Err(Failure::data(format!(
+            "{}: restored image differs from the sample (sha256 {})",
+            output.display(),
+            to_hex(&actual)
+        )));
+    }
+    Ok(())
+}
+
+/// Step 4, random reads from many tasks: first cold (concurrent readers of one chunk share
+/// its fetch), then on a warm cache.
+async fn random_reads(target: &Target, say: &impl Fn(String)) -> Result<(), Failure> {
+    let index: Arc<dyn ChunkIndex> = Arc::new(Index::open(&target.index).map_err(Failure::error)?);
     let reader = ChunkReader::new(
         index,
-        Arc::clone(&pbs),
+        Arc::clone(&target.store),
         ReaderOptions::default()
             .cache_bytes(1 << 30)
             .readahead_chunks(0),
     );
-    let size = reader.image_size().max(1);
-    let tasks = 64u64;
-    let reads_per_task = 4000u64;
-    let read_len = 4096usize;
-    let run_reads = |seed: u64| {
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let reader = reader.clone();
-                tokio::spawn(async move {
-                    let mut state = (seed ^ t).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-                    let mut buf = vec![0u8; read_len];
-                    for _ in 0..reads_per_task {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        let offset = state % size;
-                        reader.read_at(&mut buf, offset).await?;
-                    }
-                    Ok::<_, cairn_reader::ReaderError>(())
-                })
-            })
-            .collect();
-        async move {
-            for handle in handles {
-                handle
-                    .await
-                    .map_err(|e| Failure::data(format!("a reader task failed: {e}")))?
-                    .map_err(Failure::error)?;
-            }
-            Ok::<_, Failure>(())
-        }
-    };
     let t = Instant::now();
-    run_reads(1).await?;
+    read_randomly(&reader, 1).await?;
     let cold = t.elapsed().as_secs_f64();
     let cold_stats = reader.stats();
     let t = Instant::now();
-    run_reads(2).await?;
+    read_randomly(&reader, 2).await?;
     let warm = t.elapsed().as_secs_f64();
     let stats = reader.stats();
-    let reads = tasks * reads_per_task;
+    let reads = TASKS * READS_PER_TASK;
     #[allow(clippy::cast_precision_loss)]
     let rate = |seconds: f64| reads as f64 / seconds.max(1e-9);
     say(format!(
-        "  random reads      {tasks} tasks × {reads_per_task} reads of {read_len} B: cold {:.0} reads/s, warm {:.0} reads/s ({:.0} MB/s)",
+        "  random reads      {TASKS} tasks × {READS_PER_TASK} reads of {READ_LEN} B: cold {:.0} reads/s, warm {:.0} reads/s ({:.0} MB/s)",
         rate(cold),
         rate(warm),
-        mb_per_s(reads * read_len as u64, warm)
+        mb_per_s(reads * READ_LEN as u64, warm)
     ));
     let warm_hits = stats.cache.hits - cold_stats.cache.hits;
     let warm_lookups = warm_hits
@@ -287,14 +333,37 @@ pub(crate) async fn run(args: &DemoArgs, quiet: bool, stop: &Stop) -> Result<(),
         "  cache             {} hits, {} misses (fetches), {} coalesced waits, {} zero-chunk reads skipped; warm hit ratio {:.3}",
         stats.cache.hits, stats.cache.misses, stats.cache.coalesced, stats.zero_chunks, warm_ratio
     ));
-    say(format!(
-        "done in {:.1} s{}",
-        started.elapsed().as_secs_f64(),
-        if workspace.keep {
-            format!("; files kept in {}", dir.display())
-        } else {
-            String::new()
-        }
-    ));
+    Ok(())
+}
+
+const TASKS: u64 = 64;
+const READS_PER_TASK: u64 = 4000;
+const READ_LEN: usize = 4096;
+
+/// [`TASKS`] tasks of [`READS_PER_TASK`] reads each at offsets drawn from `seed`.
+async fn read_randomly(reader: &ChunkReader, seed: u64) -> Result<(), Failure> {
+    let size = reader.image_size().max(1);
+    let handles: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let mut state = (seed ^ t).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut buf = vec![0u8; READ_LEN];
+                for _ in 0..READS_PER_TASK {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    reader.read_at(&mut buf, state % size).await?;
+                }
+                Ok::<_, cairn_reader::ReaderError>(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle
+            .await
+            .map_err(|e| Failure::data(format!("a reader task failed: {e}")))?
+            .map_err(Failure::error)?;
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::io;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// A signal that stops a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ struct Received {
 #[derive(Debug, Clone)]
 pub(crate) struct Stop {
     received: watch::Receiver<Received>,
+    /// Cancelled by the first signal: what the library engines watch.
+    token: CancellationToken,
 }
 
 impl Stop {
@@ -54,6 +57,8 @@ impl Stop {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let (sender, received) = watch::channel(Received::default());
+        let token = CancellationToken::new();
+        let cancel = token.clone();
         tokio::spawn(async move {
             loop {
                 let signal = tokio::select! {
@@ -65,19 +70,20 @@ impl Stop {
                     r.first.get_or_insert(signal);
                     r.count += 1;
                 });
+                cancel.cancel();
             }
         });
-        Ok(Self { received })
+        Ok(Self { received, token })
+    }
+
+    /// The token the first signal cancels.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
     }
 
     /// The signal that asked to stop, if one has.
     pub(crate) fn signal(&self) -> Option<Signal> {
         self.received.borrow().first
-    }
-
-    /// Whether a stop was asked for.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.signal().is_some()
     }
 
     /// Waits until a stop is asked for.

@@ -8,7 +8,6 @@ mod backup;
 mod demo;
 mod info;
 mod interrupt;
-mod output;
 mod progress;
 mod restore;
 mod store;

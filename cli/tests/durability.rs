@@ -287,24 +287,34 @@ fn verify_checks_every_length_a_digest_is_given() {
 
 #[test]
 fn chunk_sizes_over_the_128_mib_limit_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("ds");
+    let input = dir.path().join("in.img");
+    std::fs::write(&input, b"data").unwrap();
     for (format, size, chunker) in [
         ("didx", "64M", "PBS chunker"),
         ("didx", "1G", "PBS chunker"),
         ("fidx", "256MiB", "fixed chunker"),
     ] {
+        let index = dir.path().join("out.idx");
         let out = cairn(&[
             "backup",
             "--store",
-            "/nonexistent/ds",
+            s(&store),
             "--format",
             format,
             "--chunk-size",
             size,
-            "/nonexistent/in",
-            "/nonexistent/out.idx",
+            s(&input),
+            s(&index),
         ]);
         let message = failed_with(&out, 2, chunker);
         assert!(message.contains("134217728 (128 MiB)"), "{message}");
         assert!(!message.contains("<index in memory>"), "{message}");
+        assert!(
+            !store.exists() && !index.exists(),
+            "refused before anything was created"
+        );
+        assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
     }
 }

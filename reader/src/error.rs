@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_cache::CacheError;
@@ -74,6 +75,53 @@ pub enum ReaderError {
     RuntimeFlavor {
         /// The flavour of the runtime given.
         flavor: &'static str,
+    },
+    /// The output of a restore failed.
+    #[error("{}: cannot {action}", path.display())]
+    Output {
+        /// The output (or the temporary file beside it).
+        path: PathBuf,
+        /// What could not be done.
+        action: &'static str,
+        /// What the operating system said.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A restore's output is nothing an image can be written to.
+    #[error("{}: {problem}", path.display())]
+    OutputKind {
+        /// The output given.
+        path: PathBuf,
+        /// What it is instead.
+        problem: &'static str,
+    },
+    /// A block device too small for the image; nothing was written.
+    #[error(
+        "{}: the device holds {size} bytes, less than the {image_size}-byte image; nothing was written",
+        path.display()
+    )]
+    DeviceTooSmall {
+        /// The device.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The image's size.
+        image_size: u64,
+    },
+    /// The work was cancelled before it finished; `left` says what it left behind.
+    #[error("cancelled: {left}")]
+    Cancelled {
+        /// What is where: "the unfinished image was removed; … is as it was", or "… holds part
+        /// of the image".
+        left: String,
+    },
+    /// A task of the work could not finish (it panicked).
+    #[error("a {what} task failed: {message}")]
+    Task {
+        /// Which kind of task.
+        what: &'static str,
+        /// What the runtime said.
+        message: String,
     },
     /// The blocking adapter could not start its runtime; the source says why.
     #[error("cannot start the blocking reader's runtime")]

@@ -37,9 +37,12 @@
 mod async_io;
 mod blocking;
 mod error;
+mod output;
 mod reader;
+mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verify;
 mod zero;
 
 pub use crate::async_io::AsyncChunkReader;
@@ -49,3 +52,7 @@ pub use crate::reader::{
     ChunkCache, ChunkData, ChunkReader, ChunkSizeWeigher, MAX_CONCURRENCY, MAX_READAHEAD_CHUNKS,
     ReaderOptions, ReaderStats, chunk_cache,
 };
+pub use crate::restore::{
+    OutputKind, Progress, RestoreOptions, Restored, restore_to_path, restore_to_writer,
+};
+pub use crate::verify::{BadChunk, VerifyOptions, VerifyReport, verify};

@@ -1,19 +1,27 @@
-//! Where a restore writes, and only there: standard output; a FIFO or character device, written
-//! in order in place; a block device, written in place at offsets; a regular file, written as a
-//! temporary file beside it and renamed over it once complete.
+//! Where a restore writes, and only there: a FIFO or character device, written in order in
+//! place; a block device, written in place at offsets; a regular file, written as a temporary
+//! file beside it and renamed over it once complete.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek as _, SeekFrom};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::Failure;
+use crate::error::ReaderError;
 
-/// A restore's OUTPUT, classified before anything is written.
+/// An I/O failure on the output `path`, while trying to `action`.
+pub(crate) fn output_error(path: &Path, action: &'static str, source: io::Error) -> ReaderError {
+    ReaderError::Output {
+        path: path.to_path_buf(),
+        action,
+        source: Arc::new(source),
+    }
+}
+
+/// A restore's output, classified before anything is written.
 #[derive(Debug)]
 pub(crate) enum Target {
-    /// `-`: standard output.
-    Stdout,
     /// An existing FIFO or character device: written in order, in place. Not opened yet, since
     /// opening a FIFO waits for its reader.
     Stream {
@@ -43,27 +51,28 @@ impl Target {
     /// that one too small or in use is refused before anything is written.
     ///
     /// # Errors
-    /// A usage error for a folder, a socket or a dangling symlink; a data error for a device
-    /// that cannot be opened or is smaller than the image.
-    pub(crate) fn of(path: &Path, image_size: u64) -> Result<Self, Failure> {
-        if path.as_os_str() == "-" {
-            return Ok(Self::Stdout);
-        }
-        let shown = path.display();
+    /// [`ReaderError::OutputKind`] for a folder, a socket or a dangling symlink;
+    /// [`ReaderError::DeviceTooSmall`]; [`ReaderError::Output`] for a path that cannot be
+    /// examined or a device that cannot be opened.
+    pub(crate) fn of(path: &Path, image_size: u64) -> Result<Self, ReaderError> {
+        let kind_error = |problem| ReaderError::OutputKind {
+            path: path.to_path_buf(),
+            problem,
+        };
         let meta = match fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if fs::symlink_metadata(path).is_ok() {
-                    return Err(Failure::usage(format!(
-                        "{shown}: is a symlink to nothing; restore to its target's path or remove it"
-                    )));
+                    return Err(kind_error(
+                        "is a symlink to nothing; restore to its target's path or remove it",
+                    ));
                 }
                 return Ok(Self::File {
                     path: path.to_path_buf(),
                     existing: None,
                 });
             }
-            Err(e) => return Err(Failure::data(format!("{shown}: {e}"))),
+            Err(e) => return Err(output_error(path, "examine it", e)),
         };
         let kind = meta.file_type();
         if kind.is_block_device() {
@@ -79,18 +88,16 @@ impl Target {
             });
         }
         if kind.is_dir() {
-            return Err(Failure::usage(format!(
-                "{shown}: is a folder; OUTPUT must be a file, a device, a FIFO or -"
-            )));
+            return Err(kind_error(
+                "is a folder; the output must be a file, a device or a FIFO",
+            ));
         }
         if !kind.is_file() {
-            return Err(Failure::usage(format!(
-                "{shown}: is neither a file, a device nor a FIFO"
-            )));
+            return Err(kind_error("is neither a file, a device nor a FIFO"));
         }
         // Through any symlinks to the file itself, so the temporary lies beside it and the
         // rename replaces it, not the link.
-        let real = fs::canonicalize(path).map_err(|e| Failure::data(format!("{shown}: {e}")))?;
+        let real = fs::canonicalize(path).map_err(|e| output_error(path, "resolve it", e))?;
         Ok(Self::File {
             path: real,
             existing: Some(meta),
@@ -98,7 +105,7 @@ impl Target {
     }
 }
 
-fn open_device(path: &Path) -> Result<File, Failure> {
+fn open_device(path: &Path) -> Result<File, ReaderError> {
     OpenOptions::new()
         .write(true)
         // On a block device without O_CREAT, O_EXCL means "exclusive": refused while it is
@@ -106,30 +113,29 @@ fn open_device(path: &Path) -> Result<File, Failure> {
         .custom_flags(rustix::fs::OFlags::EXCL.bits().cast_signed())
         .open(path)
         .map_err(|e| {
-            let hint = if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                " (it is mounted or in use)"
-            } else {
-                ""
-            };
-            Failure::data(format!(
-                "{}: cannot open the device for writing{hint}: {e}",
-                path.display()
-            ))
+            let busy = e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error());
+            output_error(
+                path,
+                if busy {
+                    "open the device for writing (it is mounted or in use)"
+                } else {
+                    "open the device for writing"
+                },
+                e,
+            )
         })
 }
 
-fn check_device_size(path: &Path, mut file: File, image_size: u64) -> Result<File, Failure> {
-    let size = file.seek(SeekFrom::End(0)).map_err(|e| {
-        Failure::data(format!(
-            "{}: cannot tell the device's size: {e}",
-            path.display()
-        ))
-    })?;
+fn check_device_size(path: &Path, mut file: File, image_size: u64) -> Result<File, ReaderError> {
+    let size = file
+        .seek(SeekFrom::End(0))
+        .map_err(|e| output_error(path, "tell the device's size", e))?;
     if size < image_size {
-        return Err(Failure::data(format!(
-            "{}: the device holds {size} bytes, less than the {image_size}-byte image; nothing was written",
-            path.display()
-        )));
+        return Err(ReaderError::DeviceTooSmall {
+            path: path.to_path_buf(),
+            size,
+            image_size,
+        });
     }
     Ok(file)
 }
@@ -148,18 +154,23 @@ impl TemporaryFile {
     /// of `existing`.
     ///
     /// # Errors
-    /// A data error if it cannot be created.
+    /// [`ReaderError::Output`] if it cannot be created.
     pub(crate) fn create(
         destination: &Path,
         existing: Option<&fs::Metadata>,
-    ) -> Result<(Self, File), Failure> {
+    ) -> Result<(Self, File), ReaderError> {
         let name = destination
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut random = [0u8; 8];
-        getrandom::fill(&mut random)
-            .map_err(|e| Failure::data(format!("no random name for a temporary file: {e}")))?;
+        getrandom::fill(&mut random).map_err(|e| {
+            output_error(
+                destination,
+                "name a temporary file beside it",
+                io::Error::other(e.to_string()),
+            )
+        })?;
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let path = destination.with_file_name(format!(".{name}.cairn-{suffix}.tmp"));
         let mut options = OpenOptions::new();
@@ -173,12 +184,9 @@ impl TemporaryFile {
         if let Some(meta) = existing {
             options.mode(meta.mode() & 0o7777);
         }
-        let file = options.open(&path).map_err(|e| {
-            Failure::data(format!(
-                "{}: cannot create a temporary file beside it: {e}",
-                destination.display()
-            ))
-        })?;
+        let file = options
+            .open(&path)
+            .map_err(|e| output_error(destination, "create a temporary file beside it", e))?;
         let temporary = Self {
             path,
             destination: destination.to_path_buf(),
@@ -188,35 +196,29 @@ impl TemporaryFile {
             // The mode above went through the umask; set it exactly, and keep the owner where
             // this user may (only root may give a file away).
             file.set_permissions(meta.permissions())
-                .map_err(|e| temporary.io_error(&e))?;
+                .map_err(|e| output_error(&temporary.path, "set its mode", e))?;
             match std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                Err(e) => return Err(temporary.io_error(&e)),
+                Err(e) => return Err(output_error(&temporary.path, "set its owner", e)),
             }
         }
         Ok((temporary, file))
-    }
-
-    fn io_error(&self, error: &io::Error) -> Failure {
-        Failure::data(format!("{}: {error}", self.path.display()))
     }
 
     /// Moves the complete file into place (after an fsync of it, and of its folder after, if
     /// `fsync`).
     ///
     /// # Errors
-    /// A data error if a step fails; the temporary is then removed on drop and the destination
-    /// is as it was.
-    pub(crate) fn commit(mut self, file: &File, fsync: bool) -> Result<(), Failure> {
+    /// [`ReaderError::Output`] if a step fails; the temporary is then removed on drop and the
+    /// destination is as it was.
+    pub(crate) fn commit(mut self, file: &File, fsync: bool) -> Result<(), ReaderError> {
         if fsync {
-            file.sync_all().map_err(|e| self.io_error(&e))?;
+            file.sync_all()
+                .map_err(|e| output_error(&self.path, "fsync it", e))?;
         }
         fs::rename(&self.path, &self.destination).map_err(|e| {
-            Failure::data(format!(
-                "{}: cannot move the restored image into place: {e}",
-                self.destination.display()
-            ))
+            output_error(&self.destination, "move the restored image into place", e)
         })?;
         self.committed = true;
         if fsync {
@@ -226,7 +228,7 @@ impl TemporaryFile {
             };
             File::open(folder)
                 .and_then(|dir| dir.sync_all())
-                .map_err(|e| Failure::data(format!("{}: {e}", folder.display())))?;
+                .map_err(|e| output_error(folder, "fsync the folder", e))?;
         }
         Ok(())
     }

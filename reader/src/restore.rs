@@ -1,0 +1,354 @@
+//! Restore: the whole image, fetched in parallel through a [`ChunkReader`], written where the
+//! caller points and only there.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_index::ChunkIndex;
+use futures_util::StreamExt as _;
+use futures_util::stream;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ReaderError;
+use crate::output::{Target, TemporaryFile, output_error};
+use crate::reader::ChunkReader;
+
+/// How a restore writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// fsync a restored file before moving it into place, and its folder after (the image then
+    /// survives a power loss). A block device is always flushed at the end.
+    pub fsync: bool,
+    /// On a block device, leave zero chunks unwritten: the device is known to read as zeros
+    /// (new, or discarded). Files get holes for them anyway; streams need every byte.
+    pub assume_zeroed: bool,
+}
+
+impl RestoreOptions {
+    /// Sets [`fsync`](RestoreOptions::fsync).
+    #[must_use]
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Sets [`assume_zeroed`](RestoreOptions::assume_zeroed).
+    #[must_use]
+    pub fn assume_zeroed(mut self, assume_zeroed: bool) -> Self {
+        self.assume_zeroed = assume_zeroed;
+        self
+    }
+}
+
+/// What a restore wrote where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Restored {
+    /// Where: the file (symlinks resolved), the device or the stream.
+    pub output: PathBuf,
+    /// What it was.
+    pub kind: OutputKind,
+    /// The image's size.
+    pub size: u64,
+    /// Zero chunks left unwritten (holes in a file, untouched on an assumed-zeroed device).
+    pub zero_chunks_skipped: u64,
+}
+
+/// What a restore's output turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputKind {
+    /// A regular file, new or replaced whole.
+    File,
+    /// A block device, written in place.
+    BlockDevice,
+    /// A FIFO or character device, written in order.
+    Stream,
+}
+
+/// A callback told how many more bytes of the image are done.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// Chunks fetched at once by a restore: enough for about 32 MiB in flight, from 8 to 128.
+fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
+    let chunks = index.chunk_count().max(1) as u64;
+    let average = (index.image_size() / chunks).max(1);
+    usize::try_from((32 << 20) / average)
+        .unwrap_or(128)
+        .clamp(8, 128)
+}
+
+/// Restores the whole image of `reader` to `path`, and only there:
+/// - a **regular file** (new, or existing through any symlinks) gets a temporary file beside it,
+///   created exclusively under a random name with the old file's mode and owner, written in
+///   parallel with holes for zero chunks, and renamed over it only when complete: a failed or
+///   cancelled restore leaves the old file as it was and no temporary;
+/// - a **block device** is opened exclusively (a mounted one is refused), checked to hold the
+///   image before anything is written, written in place with its zero chunks (unless
+///   [`assume_zeroed`](RestoreOptions::assume_zeroed)) and flushed;
+/// - a **FIFO or character device** is written in order, in place.
+///
+/// `progress` hears of each chunk done. On `cancel`, nothing new starts, the writes under way
+/// finish, and the result is [`ReaderError::Cancelled`] saying what was left.
+///
+/// # Errors
+/// [`ReaderError::Chunk`] and the reader's other errors for a chunk that cannot be read;
+/// [`ReaderError::Output`], [`ReaderError::OutputKind`] and [`ReaderError::DeviceTooSmall`]
+/// for the output; [`ReaderError::Cancelled`].
+///
+/// ```no_run
+/// # async fn example(reader: cairn_reader::ChunkReader) -> Result<(), cairn_reader::ReaderError> {
+/// use cairn_reader::{RestoreOptions, restore_to_path};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let done = restore_to_path(
+///     &reader,
+///     "/dev/vdb".as_ref(),
+///     RestoreOptions::default(),
+///     &|bytes| eprint!("+{bytes}"),
+///     &CancellationToken::new(),
+/// )
+/// .await?;
+/// println!("{} bytes to {}", done.size, done.output.display());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn restore_to_path(
+    reader: &ChunkReader,
+    path: &Path,
+    options: RestoreOptions,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<Restored, ReaderError> {
+    match Target::of(path, reader.image_size())? {
+        Target::File { path, existing } => {
+            let skipped =
+                to_file(reader, &path, existing.as_ref(), options, progress, cancel).await?;
+            Ok(Restored {
+                output: path,
+                kind: OutputKind::File,
+                size: reader.image_size(),
+                zero_chunks_skipped: skipped,
+            })
+        }
+        Target::Device { path, file } => {
+            let zeros = if options.assume_zeroed {
+                Zeros::Skip
+            } else {
+                Zeros::Write
+            };
+            let skipped = to_device(reader, file, &path, zeros, progress, cancel).await?;
+            Ok(Restored {
+                output: path,
+                kind: OutputKind::BlockDevice,
+                size: reader.image_size(),
+                zero_chunks_skipped: skipped,
+            })
+        }
+        Target::Stream { path } => {
+            let shown = path.display().to_string();
+            // Opening a FIFO waits until something opens it for reading.
+            let mut open = tokio::fs::OpenOptions::new();
+            open.write(true);
+            let opened = tokio::select! {
+                opened = open.open(&path) => opened,
+                () = cancel.cancelled() => {
+                    return Err(ReaderError::Cancelled { left: format!("{shown} got nothing") });
+                }
+            };
+            let out = opened.map_err(|e| output_error(&path, "open it for writing", e))?;
+            restore_to_writer(reader, out, &shown, progress, cancel).await?;
+            Ok(Restored {
+                output: path,
+                kind: OutputKind::Stream,
+                size: reader.image_size(),
+                zero_chunks_skipped: 0,
+            })
+        }
+    }
+}
+
+/// Writes the whole image of `reader` to `out`, in order (standard output, a pipe, a socket);
+/// `what` names it in errors. Chunks are fetched ahead in parallel. On `cancel`, stops at once
+/// with [`ReaderError::Cancelled`] (`out` then holds part of the image).
+///
+/// # Errors
+/// The reader's errors; [`ReaderError::Output`] if `out` fails; [`ReaderError::Cancelled`].
+pub async fn restore_to_writer<W: AsyncWrite + Unpin>(
+    reader: &ChunkReader,
+    mut out: W,
+    what: &str,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<(), ReaderError> {
+    let error = |e| output_error(Path::new(what), "write to it", e);
+    let cancelled = || ReaderError::Cancelled {
+        left: format!("{what} got part of the image"),
+    };
+    let count = reader.index().chunk_count();
+    let mut chunks = stream::iter((0..count).map(|i| {
+        let reader = reader.clone();
+        async move { reader.chunk(i).await }
+    }))
+    .buffered(restore_concurrency(reader.index().as_ref()));
+    loop {
+        let next = tokio::select! {
+            next = chunks.next() => next,
+            () = cancel.cancelled() => return Err(cancelled()),
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk?.unwrap_or_default();
+        tokio::select! {
+            written = out.write_all(&chunk) => written.map_err(error)?,
+            () = cancel.cancelled() => return Err(cancelled()),
+        }
+        progress(chunk.len() as u64);
+    }
+    out.flush().await.map_err(error)
+}
+
+/// What happens to zero chunks in a positional restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zeros {
+    /// Left unwritten: the target reads as zeros there (a new file of the full length, an
+    /// assumed-zeroed device).
+    Skip,
+    /// Written as zeros (a device whose contents are unknown).
+    Write,
+}
+
+async fn to_file(
+    reader: &ChunkReader,
+    output: &Path,
+    existing: Option<&std::fs::Metadata>,
+    options: RestoreOptions,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<u64, ReaderError> {
+    let (temporary, file) = TemporaryFile::create(output, existing)?;
+    // A file of the full size whose unwritten parts are holes.
+    file.set_len(reader.image_size())
+        .map_err(|e| output_error(output, "size the temporary file", e))?;
+    let file = Arc::new(file);
+    let skipped = write_at_offsets(reader, &file, output, Zeros::Skip, progress, cancel).await?;
+    if cancel.is_cancelled() {
+        return Err(ReaderError::Cancelled {
+            left: format!(
+                "the unfinished image was removed; {} is as it was",
+                output.display()
+            ),
+        });
+    }
+    temporary.commit(&file, options.fsync)?;
+    Ok(skipped)
+}
+
+async fn to_device(
+    reader: &ChunkReader,
+    file: File,
+    path: &Path,
+    zeros: Zeros,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<u64, ReaderError> {
+    let file = Arc::new(file);
+    let skipped = write_at_offsets(reader, &file, path, zeros, progress, cancel).await;
+    let flushed = {
+        let file = Arc::clone(&file);
+        tokio::task::spawn_blocking(move || file.sync_all()).await
+    };
+    let skipped = skipped?;
+    flushed
+        .map_err(|e| ReaderError::Task {
+            what: "flush",
+            message: e.to_string(),
+        })?
+        .map_err(|e| output_error(path, "flush the device", e))?;
+    if cancel.is_cancelled() {
+        return Err(ReaderError::Cancelled {
+            left: format!("{} holds part of the image", path.display()),
+        });
+    }
+    Ok(skipped)
+}
+
+/// Fetches every chunk (in parallel) and writes it at its offset in `file`; returns the number
+/// of zero chunks left unwritten. On a cancel, starts nothing more and returns once the writes
+/// under way are done; after a failure too, so no write is left running behind the caller.
+async fn write_at_offsets(
+    reader: &ChunkReader,
+    file: &Arc<File>,
+    path: &Path,
+    zeros: Zeros,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<u64, ReaderError> {
+    let index = Arc::clone(reader.index());
+    let zero_buffer: Arc<[u8]> = if zeros == Zeros::Write {
+        let longest = index
+            .chunks()
+            .filter(|c| reader.is_zero_chunk(c))
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(0);
+        vec![0u8; usize::try_from(longest).unwrap_or(0)].into()
+    } else {
+        Arc::from(Vec::new())
+    };
+    let path: Arc<Path> = Arc::from(path);
+    let jobs = (0..index.chunk_count()).map(|i| {
+        let (reader, file, index) = (reader.clone(), Arc::clone(file), Arc::clone(&index));
+        let (zero_buffer, path) = (Arc::clone(&zero_buffer), Arc::clone(&path));
+        async move {
+            let Some(info) = index.chunk(i) else {
+                return Ok((0, false));
+            };
+            if cancel.is_cancelled() {
+                return Ok((0, false));
+            }
+            let zero = reader.is_zero_chunk(&info);
+            if zero && zeros == Zeros::Skip {
+                return Ok((info.len(), true));
+            }
+            let data: Arc<[u8]> = if zero {
+                zero_buffer
+            } else {
+                let fetched = tokio::select! {
+                    fetched = reader.chunk(i) => fetched,
+                    () = cancel.cancelled() => return Ok((0, false)),
+                };
+                Arc::from(fetched?.unwrap_or_default().as_slice())
+            };
+            let len = usize::try_from(info.len())
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            tokio::task::spawn_blocking(move || file.write_all_at(&data[..len], info.start))
+                .await
+                .map_err(|e| ReaderError::Task {
+                    what: "write",
+                    message: e.to_string(),
+                })?
+                .map_err(|e| output_error(&path, "write", e))?;
+            Ok((info.len(), false))
+        }
+    });
+    let mut done = stream::iter(jobs).buffer_unordered(restore_concurrency(index.as_ref()));
+    let mut skipped = 0;
+    let mut failure = None;
+    while let Some(written) = done.next().await {
+        match written {
+            Ok((len, zero)) => {
+                skipped += u64::from(zero);
+                progress(len);
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure.map_or(Ok(skipped), Err)
+}
