@@ -252,6 +252,67 @@ fn writer_of(layout: Layout, index: &Path) -> Result<Writer, BackupError> {
     writer.map_err(BackupError::Index)
 }
 
+/// What the chunks stored so far add up to.
+#[derive(Default)]
+struct Tally {
+    summary: Summary,
+    unique: HashMap<Digest, u64>,
+    /// The end of the last chunk in the index.
+    end: u64,
+}
+
+/// Stores the chunks the cutter sends, at most `in_flight_limit` writes under way, and pushes
+/// each, in order, to the index. Taking chunks and finishing writes go on side by side, so a
+/// slow input never holds back the writes of chunks already cut. Whatever ends it (the input,
+/// an error, a cancel), it returns only once the writes under way have finished: none is left
+/// to be cut off at exit with its temporary file behind.
+async fn store_chunks(
+    receiver: &mut tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    source: &ChunkSource,
+    writer: &mut Writer,
+    tally: &mut Tally,
+    in_flight_limit: usize,
+    progress: &(dyn Fn(u64) + Send + Sync),
+    cancel: &CancellationToken,
+) -> Result<(), BackupError> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut input_done = false;
+    let outcome = loop {
+        let can_take = !input_done && !cancel.is_cancelled() && in_flight.len() < in_flight_limit;
+        tokio::select! {
+            next = receiver.recv(), if can_take => match next {
+                Some(Ok(chunk)) => {
+                    let source = source.clone();
+                    let len = chunk.len() as u64;
+                    in_flight
+                        .push_back(async move { source.write_new(chunk).await.map(|r| (len, r)) });
+                }
+                Some(Err(e)) => break Err(BackupError::Input(e)),
+                None => input_done = true,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let (len, (digest, outcome)) = match done {
+                    Ok(done) => done,
+                    Err(e) => break Err(BackupError::Store(e)),
+                };
+                tally.end += len;
+                tally.summary.chunks += 1;
+                tally.summary.new_chunks += u64::from(outcome == PutOutcome::Inserted);
+                tally.unique.entry(digest).or_insert(len);
+                progress(len);
+                if let Err(e) = writer.push(tally.end, &digest) {
+                    break Err(BackupError::Index(e));
+                }
+            },
+            // Wakes the loop so that it stops taking input.
+            () = cancel.cancelled(), if can_take => {}
+            else => break Ok(()),
+        }
+    };
+    while in_flight.next().await.is_some() {}
+    outcome
+}
+
 /// Backs `input` up into `store`, writing the index at `index` (replaced atomically):
 /// 1. a thread reads and cuts the input, a few chunks ahead;
 /// 2. each chunk is hashed and, if the store lacks it, encoded and stored, with at most
@@ -290,49 +351,18 @@ pub async fn backup(
             }
         }
     });
-    let in_flight_limit = options.in_flight.clamp(1, 1024);
-    let mut in_flight = FuturesOrdered::new();
-    let mut summary = Summary::default();
-    let mut unique: HashMap<Digest, u64> = HashMap::new();
-    let mut end = 0u64;
-    let mut input_done = false;
-    // Taking chunks from the cutter and finishing writes go on side by side, so a slow input
-    // never holds back the writes of chunks already cut; FuturesOrdered keeps index order.
-    let outcome: Result<(), BackupError> = loop {
-        let can_take = !input_done && !cancel.is_cancelled() && in_flight.len() < in_flight_limit;
-        tokio::select! {
-            next = receiver.recv(), if can_take => match next {
-                Some(Ok(chunk)) => {
-                    let source = source.clone();
-                    let len = chunk.len() as u64;
-                    in_flight
-                        .push_back(async move { source.write_new(chunk).await.map(|r| (len, r)) });
-                }
-                Some(Err(e)) => break Err(BackupError::Input(e)),
-                None => input_done = true,
-            },
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                let (len, (digest, outcome)) = match done {
-                    Ok(done) => done,
-                    Err(e) => break Err(BackupError::Store(e)),
-                };
-                end += len;
-                summary.chunks += 1;
-                summary.new_chunks += u64::from(outcome == PutOutcome::Inserted);
-                unique.entry(digest).or_insert(len);
-                progress(len);
-                if let Err(e) = writer.push(end, &digest) {
-                    break Err(BackupError::Index(e));
-                }
-            },
-            // Wakes the loop so that it stops taking input.
-            () = cancel.cancelled(), if can_take => {}
-            else => break Ok(()),
-        }
-    };
-    // Whatever ended the loop, the chunk writes under way finish before we return: none is
-    // left to be cut off at exit with its temporary file behind.
-    while in_flight.next().await.is_some() {}
+    let mut tally = Tally::default();
+    let outcome = store_chunks(
+        &mut receiver,
+        &source,
+        &mut writer,
+        &mut tally,
+        options.in_flight.clamp(1, 1024),
+        progress,
+        cancel,
+    )
+    .await;
+    let mut summary = tally.summary;
     outcome?;
     let cancelled = || BackupError::Cancelled {
         chunks_stored: summary.new_chunks,
@@ -348,10 +378,10 @@ pub async fn backup(
     if cancel.is_cancelled() {
         return Err(cancelled());
     }
-    writer.commit(end).map_err(BackupError::Index)?;
-    summary.size = end;
-    summary.unique_chunks = unique.len() as u64;
-    summary.unique_bytes = unique.values().sum();
+    writer.commit(tally.end).map_err(BackupError::Index)?;
+    summary.size = tally.end;
+    summary.unique_chunks = tally.unique.len() as u64;
+    summary.unique_bytes = tally.unique.values().sum();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -56,10 +56,21 @@ pub fn sample_chunk(seed: u64, len: usize) -> Vec<u8> {
 /// # Panics
 /// On the first failed check, with a message naming it: this is a test suite.
 pub async fn check_store(target: &dyn ConformanceTarget) {
-    let store = target.store();
-    let source = ChunkSource::new(Arc::clone(&store), target.algorithm());
+    let source = ChunkSource::new(target.store(), target.algorithm());
+    check_round_trips(target, &source).await;
+    check_touch_and_sync(target, &source).await;
+    check_torn_chunks(target, &source).await;
+    check_write_new(&source).await;
+    check_missing(target, &source).await;
+    check_corrupt(target, &source).await;
+    check_wrong_length(&source).await;
+    check_wrong_digest(target, &source).await;
+    check_concurrent_puts(&source).await;
+}
 
-    // Round trips of empty, tiny and 4 MiB chunks.
+/// Round trips of empty, tiny and 4 MiB chunks.
+async fn check_round_trips(target: &dyn ConformanceTarget, source: &ChunkSource) {
+    let store = source.store();
     for (seed, len) in [(1u64, 0usize), (2, 1), (3, 100), (4, 4 << 20)] {
         let plaintext = sample_chunk(seed, len);
         let (digest, outcome) = source.write(plaintext.clone()).await.unwrap();
@@ -83,8 +94,11 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
             "duplicate put of {len} bytes"
         );
     }
+}
 
-    // touch tells presence (and marks the chunk used); sync succeeds.
+/// `touch` tells presence (and marks the chunk used); `sync` succeeds.
+async fn check_touch_and_sync(target: &dyn ConformanceTarget, source: &ChunkSource) {
+    let store = source.store();
     let absent = target.algorithm().digest(b"not stored yet");
     assert!(
         !store.touch(&absent).await.unwrap(),
@@ -96,10 +110,10 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         "touch of a stored chunk"
     );
     store.sync().await.unwrap();
+}
 
-    check_torn_chunks(target, &source).await;
-
-    // write_new encodes and stores only what is absent.
+/// `write_new` encodes and stores only what is absent.
+async fn check_write_new(source: &ChunkSource) {
     let fresh = sample_chunk(8, 7000);
     let (digest, outcome) = source.write_new(fresh.clone()).await.unwrap();
     assert_eq!(outcome, PutOutcome::Inserted, "write_new of a new chunk");
@@ -110,8 +124,11 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         (digest, PutOutcome::AlreadyPresent),
         "write_new of a stored chunk"
     );
+}
 
-    // A missing chunk.
+/// A missing chunk.
+async fn check_missing(target: &dyn ConformanceTarget, source: &ChunkSource) {
+    let store = source.store();
     let absent = target.algorithm().digest(b"never stored");
     let error = source.read(&absent, 12).await.unwrap_err();
     assert!(
@@ -123,8 +140,10 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         "the error names the store: {error}"
     );
     assert!(!store.contains(&absent).await.unwrap());
+}
 
-    // A corrupt chunk.
+/// A corrupt chunk.
+async fn check_corrupt(target: &dyn ConformanceTarget, source: &ChunkSource) {
     let plaintext = sample_chunk(5, 10_000);
     let (digest, _) = source.write(plaintext.clone()).await.unwrap();
     target.damage(&digest);
@@ -138,8 +157,10 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         ),
         "a damaged chunk is corrupt, got: {error}"
     );
+}
 
-    // The wrong expected length.
+/// The wrong expected length.
+async fn check_wrong_length(source: &ChunkSource) {
     let plaintext = sample_chunk(6, 5000);
     let (digest, _) = source.write(plaintext.clone()).await.unwrap();
     let error = source.read(&digest, 4999).await.unwrap_err();
@@ -162,8 +183,11 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         ),
         "{error}"
     );
+}
 
-    // Data that does not match its digest.
+/// Data that does not match its digest.
+async fn check_wrong_digest(target: &dyn ConformanceTarget, source: &ChunkSource) {
+    let store = source.store();
     let wrong: Digest = target.algorithm().digest(b"another chunk");
     let error = source
         .write_with_digest(&wrong, sample_chunk(7, 300))
@@ -184,8 +208,10 @@ pub async fn check_store(target: &dyn ConformanceTarget) {
         matches!(error, StoreError::DigestMismatch { .. }),
         "raw put, verified read: {error}"
     );
+}
 
-    // 32 concurrent puts and gets of 8 overlapping chunks: each inserted exactly once.
+/// 32 concurrent puts and gets of 8 overlapping chunks: each inserted exactly once.
+async fn check_concurrent_puts(source: &ChunkSource) {
     let chunks: Vec<Vec<u8>> = (0..8)
         .map(|i| sample_chunk(100 + i, 20_000 + i as usize))
         .collect();

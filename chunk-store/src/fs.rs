@@ -193,7 +193,7 @@ pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
 fn temporary_path(path: &Path) -> PathBuf {
     let mut random = [0u8; 8];
     let _ = getrandom::fill(&mut random);
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = crate::digest::to_hex(&random);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp_{suffix}"));
     path.with_file_name(name)

@@ -171,7 +171,7 @@ impl TemporaryFile {
                 io::Error::other(e.to_string()),
             )
         })?;
-        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let suffix = cairn_chunk_store::to_hex(&random);
         let path = destination.with_file_name(format!(".{name}.cairn-{suffix}.tmp"));
         let mut options = OpenOptions::new();
         // create_new is O_CREAT | O_EXCL: it fails on anything already there, a symlink
