@@ -6,28 +6,18 @@
 use std::sync::{Arc, Mutex};
 
 use cairn_backup::{BackupError, BackupOptions, Layout, backup};
+use cairn_chunk_store::conformance::sample_chunk;
 use cairn_chunk_store::{CastrStore, ChunkSource, ChunkStore, DigestAlgorithm, PbsDatastore};
 use cairn_index::{ChunkIndex as _, Index};
 use tokio_util::sync::CancellationToken;
 
-/// Noise, zeros and a repeated block: about 3 MiB.
+/// Text and noise, zeros and a repeated block: about 3 MiB.
 fn sample() -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 32) as u8
-            })
-            .collect()
-    };
-    let block = noise(200_000);
-    let mut data = noise(1_000_000);
+    let block = sample_chunk(1, 200_000);
+    let mut data = sample_chunk(2, 1_000_000);
     data.extend(std::iter::repeat_n(0u8, 1 << 20));
     data.extend(&block);
-    data.extend(noise(500_000));
+    data.extend(sample_chunk(3, 500_000));
     data.extend(&block);
     data
 }
