@@ -13,6 +13,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cairn-cache", &[]),
     ("cairn-index", &["cairn-digest"]),
     ("cairn-chunk-store", &["cairn-digest"]),
+    // The NBD protocol and server: knows exports, not chunks.
+    ("cairn-nbd", &[]),
     // Layer 1: where they meet.
     (
         "cairn-reader",
@@ -21,6 +23,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cairn-cache",
             "cairn-index",
             "cairn-chunk-store",
+            // Optional (feature `nbd`): the reader as an NBD export.
+            "cairn-nbd",
         ],
     ),
     (
@@ -36,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cairn-cache",
             "cairn-index",
             "cairn-chunk-store",
+            "cairn-nbd",
             "cairn-reader",
         ],
     ),
