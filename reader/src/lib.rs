@@ -37,6 +37,8 @@
 mod async_io;
 mod blocking;
 mod error;
+#[cfg(feature = "nbd")]
+pub mod nbd;
 mod output;
 mod reader;
 mod restore;
@@ -49,8 +51,8 @@ pub use crate::async_io::AsyncChunkReader;
 pub use crate::blocking::BlockingChunkReader;
 pub use crate::error::{ChunkFailure, ReaderError};
 pub use crate::reader::{
-    ChunkCache, ChunkData, ChunkReader, ChunkSizeWeigher, MAX_CONCURRENCY, MAX_READAHEAD_CHUNKS,
-    ReaderOptions, ReaderStats, chunk_cache,
+    ChunkCache, ChunkData, ChunkReader, ChunkSizeWeigher, ImageSlice, MAX_CONCURRENCY,
+    MAX_READAHEAD_CHUNKS, ReaderOptions, ReaderStats, SlicedRead, chunk_cache,
 };
 pub use crate::restore::{
     OutputKind, Progress, RestoreOptions, Restored, restore_to_path, restore_to_writer,

@@ -1,6 +1,7 @@
 //! The cached chunk reader.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -114,6 +115,91 @@ impl ReaderOptions {
         self.cache_bytes = bytes;
         self
     }
+}
+
+/// Part of the image as the cache holds it, from [`ChunkReader::read_slices`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageSlice {
+    /// `chunk[range]`: bytes of a cached (verified) chunk, shared, not copied.
+    Data {
+        /// The decoded chunk.
+        chunk: ChunkData,
+        /// The part of it inside the read.
+        range: Range<usize>,
+    },
+    /// This many zero bytes (zero chunks, served without a fetch).
+    Zeros(u64),
+}
+
+impl ImageSlice {
+    /// The slice's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Data { range, .. } => (range.end - range.start) as u64,
+            Self::Zeros(len) => *len,
+        }
+    }
+
+    /// Whether the slice is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A read answered without copying: the image's bytes as slices of cached chunks, in order,
+/// and how the chunks were found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SlicedRead {
+    /// The bytes, in image order; their lengths add up to the bytes read.
+    pub slices: Vec<ImageSlice>,
+    /// Chunks this read fetched from the store.
+    pub chunks_fetched: u64,
+    /// Chunks found in the cache, or already being fetched by another reader.
+    pub cache_hits: u64,
+    /// Zero chunks, served without a fetch.
+    pub zero_chunks: u64,
+}
+
+impl SlicedRead {
+    /// The bytes read.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.slices.iter().map(ImageSlice::len).sum()
+    }
+
+    /// Whether nothing was read (at or past the end of the image).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+
+    /// Copies the bytes into `buf`, which must be at least [`len`](SlicedRead::len) long;
+    /// returns the bytes copied.
+    fn copy_to(&self, buf: &mut [u8]) -> usize {
+        let mut at = 0;
+        for slice in &self.slices {
+            let len = usize::try_from(slice.len()).unwrap_or(usize::MAX);
+            let target = &mut buf[at..at + len];
+            match slice {
+                ImageSlice::Data { chunk, range } => target.copy_from_slice(&chunk[range.clone()]),
+                ImageSlice::Zeros(_) => target.fill(0),
+            }
+            at += len;
+        }
+        at
+    }
+}
+
+/// How a chunk of a read was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Zero,
+    Cached,
+    Fetched,
 }
 
 /// What a reader has done, from [`ChunkReader::stats`].
@@ -294,61 +380,76 @@ impl ChunkReader {
     /// or verified; [`ReaderError::ChunkLength`] if a chunk's length disagrees with the index.
     /// The cache stays usable either way.
     pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, ReaderError> {
+        let read = self.read_slices(offset, buf.len() as u64).await?;
+        Ok(read.copy_to(buf))
+    }
+
+    /// Reads `len` bytes from image offset `offset` (fewer at the end of the image, none at or
+    /// past it) without copying them: slices of the cached chunks, and zero runs. The chunks
+    /// are fetched concurrently, as [`read_at`](ChunkReader::read_at) does.
+    ///
+    /// The slices keep their chunks alive: hold them briefly (a server answering a request),
+    /// or copy what a long-lived holder needs.
+    ///
+    /// # Errors
+    /// As for [`read_at`](ChunkReader::read_at).
+    pub async fn read_slices(&self, offset: u64, len: u64) -> Result<SlicedRead, ReaderError> {
         let size = self.image_size();
-        if offset >= size || buf.is_empty() {
-            return Ok(0);
+        if offset >= size || len == 0 {
+            return Ok(SlicedRead::default());
         }
-        let end = offset.saturating_add(buf.len() as u64).min(size);
+        let end = offset.saturating_add(len).min(size);
         let index = &self.inner.index;
         let (Some((first, _)), Some((last, _))) = (index.locate(offset), index.locate(end - 1))
         else {
-            return Ok(0);
+            return Ok(SlicedRead::default());
         };
         self.read_ahead(offset, end, last);
         let fetches = (first..=last).map(|i| {
             let reader = self.clone();
             async move {
-                let info = reader.inner.index.chunk(i);
-                match info {
+                match reader.inner.index.chunk(i) {
                     Some(info) => reader
                         .chunk_data(&info, offset.max(info.start))
                         .await
-                        .map(|d| (info, d)),
-                    None => Ok((
-                        ChunkInfo {
-                            index: i,
-                            start: 0,
-                            end: 0,
-                            digest: [0; 32],
-                        },
-                        None,
-                    )),
+                        .map(|(data, found)| Some((info, data, found))),
+                    None => Ok(None),
                 }
             }
         });
-        let mut completed = stream::iter(fetches).buffer_unordered(self.inner.options.concurrency);
+        let mut completed = stream::iter(fetches).buffered(self.inner.options.concurrency);
+        let mut read = SlicedRead::default();
         while let Some(result) = completed.next().await {
-            let (info, data) = result?;
+            let Some((info, data, found)) = result? else {
+                continue;
+            };
             let from = info.start.max(offset);
             let to = info.end.min(end);
             if from >= to {
                 continue;
             }
-            let target = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            match found {
+                Found::Zero => read.zero_chunks += 1,
+                Found::Cached => read.cache_hits += 1,
+                Found::Fetched => read.chunks_fetched += 1,
+            }
             match data {
-                Some(data) => {
+                Some(chunk) => {
                     let inside = (from - info.start) as usize;
-                    target.copy_from_slice(&data[inside..inside + target.len()]);
+                    let range = inside..inside + (to - from) as usize;
+                    read.slices.push(ImageSlice::Data { chunk, range });
                 }
-                None => target.fill(0),
+                None => match read.slices.last_mut() {
+                    Some(ImageSlice::Zeros(run)) => *run += to - from,
+                    _ => read.slices.push(ImageSlice::Zeros(to - from)),
+                },
             }
         }
-        let read = end - offset;
         self.inner
             .counters
             .bytes_served
-            .fetch_add(read, Ordering::Relaxed);
-        Ok(usize::try_from(read).unwrap_or(usize::MAX))
+            .fetch_add(read.len(), Ordering::Relaxed);
+        Ok(read)
     }
 
     /// Reads exactly `buf.len()` bytes from `offset`.
@@ -376,7 +477,7 @@ impl ChunkReader {
         let Some(info) = self.inner.index.chunk(index) else {
             return Ok(None);
         };
-        match self.chunk_data(&info, info.start).await? {
+        match self.chunk_data(&info, info.start).await?.0 {
             Some(data) => Ok(Some(data)),
             None => Ok(Some(Arc::new(vec![
                 0;
@@ -385,20 +486,21 @@ impl ChunkReader {
         }
     }
 
-    /// The chunk's data, or `None` for a zero chunk. `offset` is for error messages.
+    /// The chunk's data, or `None` for a zero chunk, and how it was found. `offset` is for
+    /// error messages.
     async fn chunk_data(
         &self,
         info: &ChunkInfo,
         offset: u64,
-    ) -> Result<Option<ChunkData>, ReaderError> {
+    ) -> Result<(Option<ChunkData>, Found), ReaderError> {
         if self.is_zero_chunk(info) {
             self.inner
                 .counters
                 .zero_chunks
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok((None, Found::Zero));
         }
-        let data = self.fetch(info, offset).await?;
+        let (data, fetched) = self.fetch(info, offset).await?;
         let was_ahead = self
             .stream
             .lock()
@@ -411,11 +513,17 @@ impl ChunkReader {
                 .readahead_hits
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Some(data))
+        let found = if fetched {
+            Found::Fetched
+        } else {
+            Found::Cached
+        };
+        Ok((Some(data), found))
     }
 
-    /// Fetches (or finds in the cache) the verified chunk `info`.
-    async fn fetch(&self, info: &ChunkInfo, offset: u64) -> Result<ChunkData, ReaderError> {
+    /// Fetches (or finds in the cache) the verified chunk `info`; `true` if this call started
+    /// the fetch.
+    async fn fetch(&self, info: &ChunkInfo, offset: u64) -> Result<(ChunkData, bool), ReaderError> {
         let len = info.len();
         if len > MAX_BLOB_SIZE as u64 {
             return Err(ReaderError::ChunkTooLarge {
@@ -426,19 +534,23 @@ impl ChunkReader {
         let source = self.inner.source.clone();
         let inner = Arc::clone(&self.inner);
         let expected = usize::try_from(len).unwrap_or(usize::MAX);
+        let mut started = false;
         let data = self
             .inner
             .cache
-            .get_or_fetch_with(info.digest, move |digest| async move {
-                inner
-                    .counters
-                    .chunks_fetched
-                    .fetch_add(1, Ordering::Relaxed);
-                source
-                    .read(&digest, expected)
-                    .await
-                    .map(Arc::new)
-                    .map_err(|e| SharedStoreError(Arc::new(e)))
+            .get_or_fetch_with(info.digest, |digest| {
+                started = true;
+                async move {
+                    inner
+                        .counters
+                        .chunks_fetched
+                        .fetch_add(1, Ordering::Relaxed);
+                    source
+                        .read(&digest, expected)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| SharedStoreError(Arc::new(e)))
+                }
             })
             .await
             .map_err(|error| ReaderError::Chunk {
@@ -460,7 +572,7 @@ impl ChunkReader {
                 actual: data.len() as u64,
             });
         }
-        Ok(data)
+        Ok((data, started))
     }
 
     /// Readahead, as a read of `offset..end` (ending in chunk `last_chunk`) starts: if it
