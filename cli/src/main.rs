@@ -10,6 +10,7 @@ mod info;
 mod interrupt;
 mod progress;
 mod restore;
+mod serve_nbd;
 mod store;
 mod verify;
 
@@ -42,6 +43,8 @@ enum Command {
     Read(restore::ReadArgs),
     /// Check every chunk of one or more indexes: present, decodable, right digest and length.
     Verify(verify::VerifyArgs),
+    /// Serve images as read-only NBD exports (qemu, qemu-img, nbdcopy, the kernel's nbd).
+    ServeNbd(serve_nbd::ServeNbdArgs),
     /// Describe a chunk index (.fidx, .didx, .caibx, .caidx): format, sizes, chunks, dedup.
     Info(info::InfoArgs),
     /// Run the whole job on a built-in sample image and print the figures.
@@ -117,6 +120,7 @@ async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure>
         Command::Read(args) => restore::run_read(args).await,
         Command::Verify(args) => verify::run(args, quiet, stop).await,
         Command::Info(args) => info::run(args),
+        Command::ServeNbd(args) => serve_nbd::run(args, quiet, stop).await,
         Command::Demo(args) => demo::run(args, quiet, stop).await,
     }
 }
