@@ -31,12 +31,16 @@ const SHORTEST_HOLE: u64 = 64 << 10;
 const BUDGET_UNIT: u64 = 4096;
 /// How long to wait before accepting again after `accept` failed (out of descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a connection that arrives when all slots are taken waits for one before it is
+/// refused: a burst of short-lived connections does not turn away the client after it.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Limits that keep one client from starving the others or the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerOptions {
-    /// Connections served at once; more are closed as they come. Default 64.
+    /// Connections served at once; one more waits up to a second for a free slot, then is
+    /// closed. Default 64.
     pub max_connections: usize,
     /// Requests of one connection in progress at once; the connection's next request is read
     /// when one finishes. Default 64.
@@ -267,7 +271,17 @@ impl Server {
                     });
                 }
             };
-            let Ok(slot) = Arc::clone(&self.shared.connections).try_acquire_owned() else {
+            let slots = &self.shared.connections;
+            let slot = match Arc::clone(slots).try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => tokio::select! {
+                    () = stop.cancelled() => break,
+                    waited = tokio::time::timeout(SLOT_WAIT, Arc::clone(slots).acquire_owned()) => {
+                        waited.ok().and_then(Result::ok)
+                    }
+                },
+            };
+            let Some(slot) = slot else {
                 tracing::warn!(
                     "refused a connection from {peer}: {} connections are open already",
                     self.shared.options.max_connections

@@ -417,14 +417,14 @@ async fn stalled_handshakes_time_out_and_the_connection_limit_holds() {
     let export: Arc<dyn Export> = Arc::new(MemoryExport::new(image.clone()));
     let options = ServerOptions::default()
         .max_connections(2)
-        .handshake_timeout(Duration::from_millis(300));
+        .handshake_timeout(Duration::from_secs(3));
     let running = serve(vec![("disk", export)], options).await;
     let mut first = TcpStream::connect(running.address).await.unwrap();
     let mut second = TcpStream::connect(running.address).await.unwrap();
     let mut greeting = [0u8; 18];
     first.read_exact(&mut greeting).await.unwrap();
     second.read_exact(&mut greeting).await.unwrap();
-    // A third is closed at once.
+    // A third waits a second for a slot, then is closed.
     let mut third = TcpStream::connect(running.address).await.unwrap();
     let mut rest = Vec::new();
     third.read_to_end(&mut rest).await.unwrap();

@@ -66,6 +66,7 @@ impl Export for NbdExport {
 #[derive(Debug, Default)]
 struct SessionCounters {
     cache_hits: AtomicU64,
+    readahead_hits: AtomicU64,
     chunks_fetched: AtomicU64,
     zero_chunks: AtomicU64,
 }
@@ -91,6 +92,8 @@ impl NbdSession {
             .map_err(|e| ExportError::new(action, offset, u64::from(length), e))?;
         let c = &self.counters;
         c.cache_hits.fetch_add(read.cache_hits, Ordering::Relaxed);
+        c.readahead_hits
+            .fetch_add(read.readahead_hits, Ordering::Relaxed);
         c.chunks_fetched
             .fetch_add(read.chunks_fetched, Ordering::Relaxed);
         c.zero_chunks.fetch_add(read.zero_chunks, Ordering::Relaxed);
@@ -157,8 +160,9 @@ impl Session for NbdSession {
     fn summary(&self) -> String {
         let c = &self.counters;
         format!(
-            "chunks: {} from the cache, {} fetched, {} zero",
+            "chunks: {} from the cache, {} fetched ahead, {} fetched, {} zero",
             c.cache_hits.load(Ordering::Relaxed),
+            c.readahead_hits.load(Ordering::Relaxed),
             c.chunks_fetched.load(Ordering::Relaxed),
             c.zero_chunks.load(Ordering::Relaxed)
         )

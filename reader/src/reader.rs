@@ -160,6 +160,8 @@ pub struct SlicedRead {
     pub chunks_fetched: u64,
     /// Chunks found in the cache, or already being fetched by another reader.
     pub cache_hits: u64,
+    /// Chunks found in the cache because this stream's readahead fetched them.
+    pub readahead_hits: u64,
     /// Zero chunks, served without a fetch.
     pub zero_chunks: u64,
 }
@@ -199,6 +201,7 @@ impl SlicedRead {
 enum Found {
     Zero,
     Cached,
+    Ahead,
     Fetched,
 }
 
@@ -431,6 +434,7 @@ impl ChunkReader {
             match found {
                 Found::Zero => read.zero_chunks += 1,
                 Found::Cached => read.cache_hits += 1,
+                Found::Ahead => read.readahead_hits += 1,
                 Found::Fetched => read.chunks_fetched += 1,
             }
             match data {
@@ -515,6 +519,8 @@ impl ChunkReader {
         }
         let found = if fetched {
             Found::Fetched
+        } else if was_ahead {
+            Found::Ahead
         } else {
             Found::Cached
         };
