@@ -33,6 +33,9 @@ pub(crate) struct RestoreArgs {
     /// The store: pbs:PATH, castr:PATH or a PATH.
     #[arg(long, value_parser = StoreSpec::parse)]
     store: StoreSpec,
+    /// The chunk cache (repeated chunks are decoded once while they stay in it).
+    #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
+    cache_size: u64,
     /// The index of the image.
     index: PathBuf,
     /// Where to write the image: a file (written beside it and renamed over it when complete,
@@ -55,6 +58,9 @@ pub(crate) struct CatArgs {
     /// The store: pbs:PATH, castr:PATH or a PATH.
     #[arg(long, value_parser = StoreSpec::parse)]
     store: StoreSpec,
+    /// The chunk cache (repeated chunks are decoded once while they stay in it).
+    #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
+    cache_size: u64,
     /// The index of the image.
     index: PathBuf,
 }
@@ -65,6 +71,9 @@ pub(crate) struct ReadArgs {
     /// The store: pbs:PATH, castr:PATH or a PATH.
     #[arg(long, value_parser = StoreSpec::parse)]
     store: StoreSpec,
+    /// The chunk cache (repeated chunks are decoded once while they stay in it).
+    #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
+    cache_size: u64,
     /// The index of the image.
     index: PathBuf,
     /// The first byte to read.
@@ -96,7 +105,11 @@ pub(crate) async fn run_restore(
     quiet: bool,
     stop: &Stop,
 ) -> Result<(), Failure> {
-    let reader = open_reader(&args.store, &args.index, ReaderOptions::default())?;
+    let reader = open_reader(
+        &args.store,
+        &args.index,
+        ReaderOptions::default().cache_bytes(args.cache_size),
+    )?;
     let bar = progress::bytes(reader.image_size(), "restore", quiet);
     let progress = |bytes| bar.inc(bytes);
     let started = Instant::now();
@@ -130,7 +143,11 @@ pub(crate) async fn run_restore(
 
 /// Runs `cairn cat`.
 pub(crate) async fn run_cat(args: &CatArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
-    let reader = open_reader(&args.store, &args.index, ReaderOptions::default())?;
+    let reader = open_reader(
+        &args.store,
+        &args.index,
+        ReaderOptions::default().cache_bytes(args.cache_size),
+    )?;
     let bar = progress::bytes(reader.image_size(), "cat", quiet);
     let progress = |bytes| bar.inc(bytes);
     restore_to_writer(
@@ -148,7 +165,11 @@ pub(crate) async fn run_cat(args: &CatArgs, quiet: bool, stop: &Stop) -> Result<
 
 /// Runs `cairn read`.
 pub(crate) async fn run_read(args: &ReadArgs) -> Result<(), Failure> {
-    let reader = open_reader(&args.store, &args.index, ReaderOptions::default())?;
+    let reader = open_reader(
+        &args.store,
+        &args.index,
+        ReaderOptions::default().cache_bytes(args.cache_size),
+    )?;
     let mut stdout = tokio::io::stdout();
     let end = args
         .offset

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{cairn, ok, s, walk};
+use common::{backed_up, cairn, mixed_image, ok, s, walk};
 
 /// 6 MiB with random, repeated and zero regions.
 fn sample() -> Vec<u8> {
@@ -440,5 +440,61 @@ fn cairn_backup_caibx_then_casync_extract_and_identical_chunks() {
             table(&ours) == table(&theirs),
             "{name}: chunk lists differ from casync make's"
         );
+    }
+}
+
+#[test]
+fn every_reading_command_takes_the_same_cache_size_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(4);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    let restored = dir.path().join("restored.img");
+    ok(&cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(&store),
+        "--cache-size",
+        "1MiB",
+        s(&index),
+        s(&restored),
+    ]));
+    assert!(std::fs::read(&restored).unwrap() == data);
+    let out = ok(&cairn(&[
+        "cat",
+        "--store",
+        s(&store),
+        "--cache-size",
+        "2M",
+        s(&index),
+    ]))
+    .stdout
+    .clone();
+    assert!(out == data);
+    let out = cairn(&[
+        "read",
+        "--store",
+        s(&store),
+        "--cache-size",
+        "64K",
+        "--offset",
+        "1M",
+        "--length",
+        "4K",
+        s(&index),
+    ]);
+    assert!(ok(&out).stdout == data[1 << 20..(1 << 20) + 4096]);
+    for command in ["restore", "cat", "read", "serve-nbd"] {
+        let out = cairn(&[
+            command,
+            "--store",
+            s(&store),
+            "--cache-size",
+            "lots",
+            s(&index),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("`lots` is not a size"), "{command}: {said}");
     }
 }

@@ -44,3 +44,8 @@ pub mod testing;
 pub use crate::error::{ExportError, NbdError, ProtocolError};
 pub use crate::export::{Export, Extent, MemoryExport, Segment, Session};
 pub use crate::server::{ConnectionStats, Server, ServerOptions};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
