@@ -29,6 +29,9 @@ impl fmt::Display for Location {
     }
 }
 
+/// The error of a remote store's client (an HTTP or S3 failure), kept as it came.
+pub type RemoteError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong encoding, decoding, storing or fetching a chunk.
 ///
 /// Each variant names the store, the digest and where the chunk is, once; its message says what
@@ -109,6 +112,34 @@ pub enum StoreError {
         /// The operating system's error, if one caused it.
         #[source]
         source: Option<io::Error>,
+    },
+    /// A remote store refused the request for lack of permission (HTTP 401 or 403): the
+    /// credentials or the bucket policy. Not retried.
+    #[error("{store}: access denied to {location}")]
+    Denied {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk, if the request was for one.
+        digest: Option<Hex<Digest>>,
+        /// The bucket and key, or the URL.
+        location: Location,
+        /// The client's error.
+        #[source]
+        source: RemoteError,
+    },
+    /// A remote store did not answer well even after retries: throttling, server errors,
+    /// timeouts, a connection or a body cut short.
+    #[error("{store}: request for {location} failed")]
+    Unavailable {
+        /// The store.
+        store: Arc<str>,
+        /// The chunk, if the request was for one.
+        digest: Option<Hex<Digest>>,
+        /// The bucket and key, or the URL.
+        location: Location,
+        /// The client's error (its last attempt).
+        #[source]
+        source: RemoteError,
     },
     /// The chunk's bytes do not decode; the source says why.
     #[error("{store}: chunk {digest} at {location} is corrupt")]

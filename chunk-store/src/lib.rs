@@ -40,6 +40,8 @@ pub mod fault;
 mod fs;
 mod memory;
 mod pbs;
+#[cfg(feature = "s3")]
+mod s3;
 mod source;
 mod store;
 
@@ -47,9 +49,11 @@ pub use crate::blob::{decode_blob, encode_blob, encode_blob_uncompressed};
 pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
-pub use crate::error::{CodecError, Location, Result, StoreError};
+pub use crate::error::{CodecError, Location, RemoteError, Result, StoreError};
 pub use crate::memory::MemoryStore;
 pub use crate::pbs::PbsDatastore;
+#[cfg(feature = "s3")]
+pub use crate::s3::{ObjectLayout, S3Options, S3Store};
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
 pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 

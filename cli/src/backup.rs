@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 use crate::Failure;
 use crate::interrupt::Stop;
 use crate::progress;
-use crate::store::StoreSpec;
+use crate::store::StoreArgs;
 
 /// The index format a backup writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,10 +59,8 @@ impl SyncArg {
 /// Arguments of `cairn backup`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BackupArgs {
-    /// The store: pbs:PATH, castr:PATH, or a PATH (created if absent: castr for caibx, PBS
-    /// otherwise).
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The index format.
     #[arg(long, value_enum, default_value = "fidx")]
     format: Format,

@@ -14,11 +14,11 @@ use tokio::io::AsyncWriteExt as _;
 use crate::Failure;
 use crate::interrupt::Stop;
 use crate::progress;
-use crate::store::StoreSpec;
+use crate::store::StoreArgs;
 
 /// Opens `index` over `store` as a reader.
 pub(crate) fn open_reader(
-    store: &StoreSpec,
+    store: &StoreArgs,
     index: &Path,
     options: ReaderOptions,
 ) -> Result<ChunkReader, Failure> {
@@ -30,9 +30,8 @@ pub(crate) fn open_reader(
 /// Arguments of `cairn restore`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RestoreArgs {
-    /// The store: pbs:PATH, castr:PATH or a PATH.
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The chunk cache (repeated chunks are decoded once while they stay in it).
     #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
     cache_size: u64,
@@ -55,9 +54,8 @@ pub(crate) struct RestoreArgs {
 /// Arguments of `cairn cat`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CatArgs {
-    /// The store: pbs:PATH, castr:PATH or a PATH.
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The chunk cache (repeated chunks are decoded once while they stay in it).
     #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
     cache_size: u64,
@@ -68,9 +66,8 @@ pub(crate) struct CatArgs {
 /// Arguments of `cairn read`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReadArgs {
-    /// The store: pbs:PATH, castr:PATH or a PATH.
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The chunk cache (repeated chunks are decoded once while they stay in it).
     #[arg(long, value_parser = crate::backup::parse_size, default_value = "256MiB")]
     cache_size: u64,

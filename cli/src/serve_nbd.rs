@@ -10,7 +10,7 @@ use cairn_reader::{ChunkReader, ReaderOptions, chunk_cache};
 
 use crate::Failure;
 use crate::interrupt::Stop;
-use crate::store::StoreSpec;
+use crate::store::StoreArgs;
 
 /// The IANA port of NBD.
 const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
@@ -18,9 +18,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
 /// Arguments of `cairn serve-nbd`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeNbdArgs {
-    /// The store: pbs:PATH, castr:PATH or a PATH.
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The indexes to serve; each is an export named after its file name without the index
     /// extension (`drive-scsi0.img.fidx` is `drive-scsi0.img`).
     #[arg(required = true)]

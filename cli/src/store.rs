@@ -1,9 +1,12 @@
-//! STORE arguments: `pbs:PATH`, `castr:PATH`, or a PATH whose layout says which.
+//! STORE arguments: `pbs:PATH`, `castr:PATH`, a PATH whose layout says which, or
+//! `s3://BUCKET/PREFIX` with its layout and service options.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore, SyncLevel};
+use cairn_chunk_store::{
+    CastrStore, ChunkStore, ObjectLayout, PbsDatastore, S3Options, S3Store, SyncLevel,
+};
 
 use crate::Failure;
 
@@ -16,10 +19,83 @@ pub(crate) enum StoreSpec {
     Castr(PathBuf),
     /// A path whose kind is decided by what is there (or, for a new store, by the index format).
     Detect(PathBuf),
+    /// A bucket (and prefix) of an S3-compatible service: `s3://BUCKET[/PREFIX]`.
+    S3(String),
+}
+
+/// The layout of chunks in an object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LayoutArg {
+    /// PBS 4's S3 datastores: PREFIX/.chunks/XXXX/DIGEST, DataBlobs.
+    Pbs,
+    /// casync stores: PREFIX/XXXX/DIGEST.cacnk.
+    Castr,
+}
+
+/// The `--store` argument and the options of remote stores, the same on every command.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// The store: pbs:PATH, castr:PATH, a PATH, or s3://BUCKET/PREFIX (credentials and region
+    /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    #[arg(long, value_parser = StoreSpec::parse)]
+    store: StoreSpec,
+    /// How chunks are laid out in an s3:// store.
+    #[arg(long, value_enum, default_value = "pbs")]
+    layout: LayoutArg,
+    /// The S3 service's URL, such as http://127.0.0.1:9000 (else AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// Allow a plain http:// S3 endpoint (else AWS_ALLOW_HTTP).
+    #[arg(long)]
+    s3_allow_http: bool,
+    /// Address buckets as BUCKET.ENDPOINT (virtual-hosted style) instead of ENDPOINT/BUCKET.
+    #[arg(long)]
+    s3_virtual_hosted: bool,
+}
+
+impl StoreArgs {
+    /// Opens an existing store.
+    pub(crate) fn open(&self) -> Result<Arc<dyn ChunkStore>, Failure> {
+        match &self.store {
+            StoreSpec::S3(url) => self.s3(url),
+            local => local.open(),
+        }
+    }
+
+    /// Opens the store for writing (see [`StoreSpec::create`]).
+    pub(crate) fn create(
+        &self,
+        new_is_pbs: bool,
+        sync: SyncLevel,
+    ) -> Result<Arc<dyn ChunkStore>, Failure> {
+        match &self.store {
+            StoreSpec::S3(url) => self.s3(url),
+            local => local.create(new_is_pbs, sync),
+        }
+    }
+
+    fn s3(&self, url: &str) -> Result<Arc<dyn ChunkStore>, Failure> {
+        let layout = match self.layout {
+            LayoutArg::Pbs => ObjectLayout::Pbs,
+            LayoutArg::Castr => ObjectLayout::Castr,
+        };
+        let mut options = S3Options::default();
+        options.endpoint.clone_from(&self.s3_endpoint);
+        options.allow_http = self.s3_allow_http;
+        options.path_style = !self.s3_virtual_hosted;
+        let store = S3Store::from_url(url, layout, &options).map_err(Failure::error)?;
+        Ok(Arc::new(store))
+    }
 }
 
 impl StoreSpec {
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return Err("an S3 store is s3://BUCKET or s3://BUCKET/PREFIX".to_owned());
+            }
+            return Ok(Self::S3(text.to_owned()));
+        }
         let (kind, path) = match text.split_once(':') {
             Some(("pbs", path)) => (Some(true), path),
             Some(("castr", path)) => (Some(false), path),
@@ -44,6 +120,7 @@ impl StoreSpec {
     fn path(&self) -> &Path {
         match self {
             Self::Pbs(p) | Self::Castr(p) | Self::Detect(p) => p,
+            Self::S3(url) => Path::new(url),
         }
     }
 
@@ -51,7 +128,7 @@ impl StoreSpec {
     /// that does not exist yet.
     fn is_pbs(&self, new_is_pbs: bool) -> bool {
         match self {
-            Self::Pbs(_) => true,
+            Self::Pbs(_) | Self::S3(_) => true,
             Self::Castr(_) => false,
             Self::Detect(path) => {
                 if path.join(".chunks").is_dir() {
@@ -126,6 +203,14 @@ mod tests {
         assert_eq!(
             StoreSpec::parse("s3x:bucket"),
             Err("unknown store kind `s3x:` (use pbs:PATH, castr:PATH or a plain path)".to_owned())
+        );
+        assert_eq!(
+            StoreSpec::parse("s3://bucket/ds"),
+            Ok(StoreSpec::S3("s3://bucket/ds".to_owned()))
+        );
+        assert_eq!(
+            StoreSpec::parse("s3:///ds"),
+            Err("an S3 store is s3://BUCKET or s3://BUCKET/PREFIX".to_owned())
         );
         assert_eq!(
             StoreSpec::parse("pbs:"),

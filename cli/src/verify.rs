@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::Failure;
 use crate::interrupt::Stop;
 use crate::progress;
-use crate::store::StoreSpec;
+use crate::store::StoreArgs;
 
 /// Chunks verified at once.
 const VERIFY_CONCURRENCY: usize = 8;
@@ -20,9 +20,8 @@ const VERIFY_CONCURRENCY: usize = 8;
 /// Arguments of `cairn verify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyArgs {
-    /// The store: pbs:PATH, castr:PATH or a PATH.
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,

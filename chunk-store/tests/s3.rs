@@ -1,0 +1,218 @@
+//! The S3 store against an S3 server running in the test process (s3s over a folder): the
+//! conformance suite in both layouts, create-only puts, and the typed errors.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_chunk_store::conformance::{ConformanceTarget, check_store, sample_chunk};
+use cairn_chunk_store::*;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+const ACCESS_KEY: &str = "cairn-test";
+const SECRET_KEY: &str = "cairn-test-secret-key";
+
+/// An S3 server on 127.0.0.1 over a temporary folder, with one bucket.
+struct Server {
+    endpoint: String,
+    root: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(bucket: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(bucket)).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        });
+        Self { endpoint, root }
+    }
+
+    fn options(&self, secret: &str) -> S3Options {
+        let mut options = S3Options::default();
+        options.endpoint = Some(self.endpoint.clone());
+        options.allow_http = true;
+        options.access_key_id = Some(ACCESS_KEY.to_owned());
+        options.secret_access_key = Some(secret.to_owned());
+        options.retries = 1;
+        options
+    }
+
+    fn object(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+}
+
+struct S3Target {
+    server: Server,
+    store: S3Store,
+}
+
+impl ConformanceTarget for S3Target {
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(self.store.clone())
+    }
+    fn algorithm(&self) -> DigestAlgorithm {
+        match self.store.layout() {
+            ObjectLayout::Castr => DigestAlgorithm::Sha512_256,
+            _ => DigestAlgorithm::Sha256,
+        }
+    }
+    fn damage(&self, digest: &Digest) {
+        let path = self
+            .server
+            .object(self.store.bucket(), &self.store.chunk_key(digest));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pbs_layout_passes_the_conformance_suite() {
+    let server = Server::start("backups").await;
+    let store = S3Store::new(
+        "backups",
+        "ds1",
+        ObjectLayout::Pbs,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    let target = S3Target { server, store };
+    check_store(&target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_castr_layout_passes_the_conformance_suite() {
+    let server = Server::start("casync").await;
+    let store = S3Store::new(
+        "casync",
+        "",
+        ObjectLayout::Castr,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    let target = S3Target { server, store };
+    check_store(&target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_land_where_pbs_4_keeps_them_and_puts_never_overwrite() {
+    let server = Server::start("bucket").await;
+    let store = S3Store::new(
+        "bucket",
+        "/store/",
+        ObjectLayout::Pbs,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    assert_eq!(&**store.name(), "s3://bucket/store");
+    let source = ChunkSource::new(Arc::new(store.clone()), DigestAlgorithm::Sha256);
+    let data = sample_chunk(1, 100_000);
+    let (digest, outcome) = source.write(data.clone()).await.unwrap();
+    assert_eq!(outcome, PutOutcome::Inserted);
+    let hex = to_hex(&digest);
+    let path = server.object("bucket", &format!("store/.chunks/{}/{hex}", &hex[..4]));
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(
+        decode_blob(&stored, data.len()).unwrap(),
+        data,
+        "the object is a DataBlob"
+    );
+    // A second writer with other bytes finds it present and changes nothing.
+    assert_eq!(
+        store.put(&digest, b"other bytes".to_vec()).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), stored);
+    assert_eq!(source.read(&digest, data.len()).await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_chunks_and_denied_requests_are_different_errors_naming_bucket_and_key() {
+    let server = Server::start("bucket").await;
+    let store = S3Store::new(
+        "bucket",
+        "ds",
+        ObjectLayout::Pbs,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    let digest = [7u8; 32];
+    let key = store.chunk_key(&digest);
+    let missing = store.get(&digest).await.unwrap_err();
+    assert!(missing.is_missing(), "{missing}");
+    assert!(
+        missing.to_string().contains(&format!("s3://bucket/{key}")),
+        "{missing}"
+    );
+    assert!(!store.contains(&digest).await.unwrap());
+
+    let wrong = S3Store::new(
+        "bucket",
+        "ds",
+        ObjectLayout::Pbs,
+        &server.options("not-the-secret"),
+    )
+    .unwrap();
+    let denied = wrong.get(&digest).await.unwrap_err();
+    assert!(matches!(denied, StoreError::Denied { .. }), "{denied:?}");
+    let text = denied.to_string();
+    assert!(
+        text.contains("access denied") && text.contains(&format!("s3://bucket/{key}")),
+        "{text}"
+    );
+    let mut chain = String::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&denied);
+    while let Some(error) = cause {
+        chain.push_str(&error.to_string());
+        cause = error.source();
+    }
+    assert!(
+        !chain.contains("not-the-secret"),
+        "the secret leaked: {chain}"
+    );
+    assert!(matches!(
+        wrong.put(&digest, vec![1]).await.unwrap_err(),
+        StoreError::Denied { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_service_is_unavailable_not_missing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let mut options = S3Options::default();
+    options.endpoint = Some(endpoint);
+    options.allow_http = true;
+    options.access_key_id = Some(ACCESS_KEY.to_owned());
+    options.secret_access_key = Some(SECRET_KEY.to_owned());
+    options.retries = 1;
+    let store = S3Store::new("bucket", "", ObjectLayout::Pbs, &options).unwrap();
+    let error = store.get(&[1u8; 32]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(!error.is_missing());
+}

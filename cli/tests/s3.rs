@@ -1,0 +1,235 @@
+//! `--store s3://…` end to end: the built binary backs up to and restores from an S3 server
+//! running in the test process (s3s over a folder), in PBS 4's layout and casync's.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+const ACCESS_KEY: &str = "cairn-cli-test";
+const SECRET_KEY: &str = "cairn-cli-secret-do-not-print";
+
+/// An S3 server over a temporary folder with bucket `backups`, on its own runtime.
+struct Server {
+    endpoint: String,
+    root: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("backups")).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        });
+        Self {
+            endpoint,
+            root,
+            _runtime: runtime,
+        }
+    }
+
+    /// Runs cairn with the credentials in the environment and `--s3-endpoint` added.
+    fn cairn(&self, args: &[&str], secret: &str) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--s3-endpoint", &self.endpoint, "--s3-allow-http"]);
+        cairn_command(&all)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap()
+    }
+
+    fn objects(&self) -> Vec<PathBuf> {
+        walk(&self.root.path().join("backups"))
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".s3s"))
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn backup_to_s3_restore_and_verify_from_it_in_pbs_4s_layout() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(8);
+    let input = dir.path().join("disk.img");
+    std::fs::write(&input, &data).unwrap();
+    let index = dir.path().join("disk.img.fidx");
+    let store = "s3://backups/datastore1";
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let out = server.cairn(
+        &[
+            "backup",
+            "-q",
+            "--store",
+            store,
+            "--chunk-size",
+            "1M",
+            &s(&input),
+            &s(&index),
+        ],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let objects = server.objects();
+    assert!(!objects.is_empty());
+    for object in &objects {
+        let relative = object
+            .strip_prefix(server.root.path().join("backups"))
+            .unwrap();
+        let parts: Vec<String> = relative
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(parts.len(), 4, "{relative:?}");
+        assert_eq!(
+            (parts[0].as_str(), parts[1].as_str()),
+            ("datastore1", ".chunks"),
+            "{relative:?}"
+        );
+        assert_eq!(parts[2], parts[3][..4], "{relative:?}");
+    }
+    // A second backup of the same image uploads nothing new.
+    let out = server.cairn(
+        &[
+            "backup",
+            "--store",
+            store,
+            "--chunk-size",
+            "1M",
+            &s(&input),
+            &s(&dir.path().join("again.fidx")),
+        ],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(" 0 new"), "{}", text(&out));
+    assert_eq!(server.objects().len(), objects.len());
+
+    let restored = dir.path().join("restored.img");
+    let out = server.cairn(
+        &["restore", "-q", "--store", store, &s(&index), &s(&restored)],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read(&restored).unwrap() == data,
+        "restored image differs"
+    );
+    let out = server.cairn(&["verify", "-q", "--store", store, &s(&index)], SECRET_KEY);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A wrong secret: access denied naming bucket and key, and the secret never printed.
+    let out = server.cairn(
+        &[
+            "restore",
+            "-q",
+            "--store",
+            store,
+            &s(&index),
+            &s(&dir.path().join("no.img")),
+        ],
+        "wrong-secret-value",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out);
+    assert!(
+        said.contains("access denied to s3://backups/datastore1/.chunks/"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("wrong-secret-value") && !said.contains(SECRET_KEY),
+        "{said}"
+    );
+    assert!(!dir.path().join("no.img").exists());
+}
+
+#[test]
+fn caibx_backups_go_to_s3_in_the_castr_layout() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(4);
+    let input = dir.path().join("disk.img");
+    std::fs::write(&input, &data).unwrap();
+    let index = dir.path().join("disk.caibx");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let store = "s3://backups/default.castr";
+    let out = server.cairn(
+        &[
+            "backup",
+            "-q",
+            "--store",
+            store,
+            "--layout",
+            "castr",
+            "--format",
+            "caibx",
+            &s(&input),
+            &s(&index),
+        ],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        server
+            .objects()
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "cacnk"))
+    );
+    let out = cairn_command(&[
+        "cat",
+        "--store",
+        store,
+        "--layout",
+        "castr",
+        "--s3-endpoint",
+        &server.endpoint,
+        "--s3-allow-http",
+        &s(&index),
+    ])
+    .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stdout == data);
+}
