@@ -38,7 +38,11 @@ mod error;
 #[cfg(feature = "testing")]
 pub mod fault;
 mod fs;
+#[cfg(feature = "http")]
+mod http;
 mod memory;
+#[cfg(feature = "remote")]
+mod object;
 mod pbs;
 #[cfg(feature = "s3")]
 mod s3;
@@ -50,10 +54,14 @@ pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
 pub use crate::error::{CodecError, Location, RemoteError, Result, StoreError};
+#[cfg(feature = "http")]
+pub use crate::http::{HttpOptions, HttpStore};
 pub use crate::memory::MemoryStore;
+#[cfg(feature = "remote")]
+pub use crate::object::ObjectLayout;
 pub use crate::pbs::PbsDatastore;
 #[cfg(feature = "s3")]
-pub use crate::s3::{ObjectLayout, S3Options, S3Store};
+pub use crate::s3::{S3Options, S3Store};
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
 pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 

@@ -5,62 +5,17 @@
 //! (`<prefix>/XXXX/<digest>.cacnk`). Puts are create-only, so two writers of one chunk never
 //! overwrite each other and a chunk already there counts as a duplicate.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::path::Path as ObjectPath;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
-    PutPayload, RetryConfig,
+use object_store::ClientOptions;
+use object_store::aws::AmazonS3Builder;
+
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::object::{
+    ObjectChunks, ObjectLayout, install_crypto_provider, object_chunk_store, retry_config,
 };
-use tokio::sync::Semaphore;
-
-use crate::digest::{Digest, Hex, to_hex};
-use crate::error::{Location, Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
-
-/// Where chunks live under a store's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum ObjectLayout {
-    /// PBS 4's S3 datastore: `.chunks/XXXX/<64 hex>`, the object a DataBlob.
-    #[default]
-    Pbs,
-    /// A casync store: `XXXX/<64 hex>.cacnk`, the object a compressed casync chunk.
-    Castr,
-}
-
-impl ObjectLayout {
-    /// The key of `digest` below the store's prefix.
-    #[must_use]
-    pub fn key(self, digest: &Digest) -> String {
-        let hex = to_hex(digest);
-        match self {
-            Self::Pbs => format!(".chunks/{}/{hex}", &hex[..4]),
-            Self::Castr => format!("{}/{hex}.cacnk", &hex[..4]),
-        }
-    }
-
-    /// How chunks are encoded in this layout.
-    #[must_use]
-    pub fn encoding(self) -> ChunkEncoding {
-        match self {
-            Self::Pbs => ChunkEncoding::PbsBlob,
-            Self::Castr => ChunkEncoding::CasyncCompressed,
-        }
-    }
-
-    /// `pbs` or `castr`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pbs => "pbs",
-            Self::Castr => "castr",
-        }
-    }
-}
 
 /// How to reach the service. Unset fields come from the standard AWS variables
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
@@ -128,26 +83,9 @@ impl std::fmt::Debug for S3Options {
 /// A chunk store in a bucket of an S3-compatible service.
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    name: Arc<str>,
     bucket: String,
-    prefix: String,
     layout: ObjectLayout,
-    client: Arc<AmazonS3>,
-    in_flight: Arc<Semaphore>,
-    /// Puts under way, by digest: a second put of one chunk waits for the first, so that
-    /// within a process exactly one inserts it even where the service's create-only put is
-    /// not atomic (across processes, the service's conditional put decides).
-    puts: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-/// rustls needs one process-wide crypto provider; cairn's is ring (no C toolchain beyond
-/// ring's own build).
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Fails only if another provider is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    chunks: Arc<ObjectChunks>,
 }
 
 impl S3Store {
@@ -171,18 +109,10 @@ impl S3Store {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_virtual_hosted_style_request(!options.path_style)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(15),
-                    base: 2.0,
-                },
-                max_retries: options.retries,
-                retry_timeout: Duration::from_secs(180),
-            })
+            .with_retry(retry_config(options.retries))
             .with_client_options(
                 ClientOptions::new()
-                    .with_allow_http(options.allow_http)
+                    .with_allow_http(options.allow_http || allow_http_from_env())
                     .with_timeout(options.timeout)
                     .with_connect_timeout(Duration::from_secs(10)),
             );
@@ -208,14 +138,19 @@ impl S3Store {
                 Some(std::io::Error::other(e.to_string())),
             )
         })?;
+        let base = format!("s3://{bucket}");
         Ok(Self {
-            name,
             bucket: bucket.to_owned(),
-            prefix,
             layout,
-            client: Arc::new(client),
-            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
-            puts: Arc::default(),
+            chunks: Arc::new(ObjectChunks::new(
+                name,
+                base,
+                &prefix,
+                Some(layout),
+                Arc::new(client),
+                options.max_in_flight,
+                None,
+            )),
         })
     }
 
@@ -250,68 +185,15 @@ impl S3Store {
     /// The object key of `digest` (with the prefix).
     #[must_use]
     pub fn chunk_key(&self, digest: &Digest) -> String {
-        self.key(&self.layout.key(digest))
+        self.chunks.chunk_key(self.layout, digest)
     }
 
-    fn key(&self, relative: &str) -> String {
-        if self.prefix.is_empty() {
-            relative.to_owned()
-        } else {
-            format!("{}/{relative}", self.prefix)
-        }
-    }
-
-    fn location(&self, key: &str) -> Location {
-        Location::Key(format!("s3://{}/{key}", self.bucket))
-    }
-
-    /// The error for `error` on `key`.
-    fn error(&self, digest: Option<&Digest>, key: &str, error: object_store::Error) -> StoreError {
-        let location = self.location(key);
-        let store = Arc::clone(&self.name);
-        match error {
-            object_store::Error::NotFound { .. } => match digest {
-                Some(digest) => StoreError::missing(&store, digest, location),
-                None => StoreError::Unavailable {
-                    store,
-                    digest: None,
-                    location,
-                    source: Box::new(error),
-                },
-            },
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => StoreError::Denied {
-                store,
-                digest: digest.map(|d| Hex(*d)),
-                location,
-                source: Box::new(error),
-            },
-            other => StoreError::Unavailable {
-                store,
-                digest: digest.map(|d| Hex(*d)),
-                location,
-                source: Box::new(other),
-            },
-        }
-    }
-
-    /// Reads the object at `key` (below the prefix): its bytes, or `None` if there is none.
+    /// The object at `relative` (below the prefix): its bytes, or `None` if there is none.
     ///
     /// # Errors
     /// [`StoreError::Denied`] or [`StoreError::Unavailable`] naming the bucket and key.
     pub async fn read_object(&self, relative: &str) -> Result<Option<Vec<u8>>> {
-        let key = self.key(relative);
-        let _permit = self.in_flight.acquire().await.ok();
-        let path = ObjectPath::from(key.as_str());
-        let result = match self.client.get(&path).await {
-            Ok(result) => result.bytes().await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(self.error(None, &key, error)),
-        }
+        self.chunks.read_object(relative).await
     }
 
     /// Writes `bytes` to the object at `relative` (below the prefix), replacing it.
@@ -319,24 +201,14 @@ impl S3Store {
     /// # Errors
     /// [`StoreError::Denied`] or [`StoreError::Unavailable`] naming the bucket and key.
     pub async fn write_object(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
-        let key = self.key(relative);
-        let _permit = self.in_flight.acquire().await.ok();
-        self.client
-            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
-            .await
-            .map(drop)
-            .map_err(|e| self.error(None, &key, e))
+        self.chunks.write_object(relative, bytes).await
     }
+}
 
-    async fn exists(&self, digest: &Digest) -> Result<bool> {
-        let key = self.chunk_key(digest);
-        let _permit = self.in_flight.acquire().await.ok();
-        match self.client.head(&ObjectPath::from(key.as_str())).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(error) => Err(self.error(Some(digest), &key, error)),
-        }
-    }
+/// Whether `AWS_ALLOW_HTTP` allows plain http (the client's own options replace the variables'
+/// client settings, so it is read here).
+fn allow_http_from_env() -> bool {
+    std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// `(bucket, prefix)` of `s3://BUCKET[/PREFIX]`.
@@ -346,115 +218,11 @@ fn parse_url(url: &str) -> Option<(&str, &str)> {
     (!bucket.is_empty()).then_some((bucket, prefix))
 }
 
-#[async_trait::async_trait]
-impl ChunkStore for S3Store {
-    fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    fn encoding(&self) -> ChunkEncoding {
-        self.layout.encoding()
-    }
-
-    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        let key = self.chunk_key(digest);
-        let _permit = self.in_flight.acquire().await.ok();
-        let path = ObjectPath::from(key.as_str());
-        let result = match self.client.get(&path).await {
-            Ok(result) => result.bytes().await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(bytes) => Ok(EncodedChunk {
-                encoding: self.layout.encoding(),
-                bytes: bytes.to_vec(),
-                location: self.location(&key),
-            }),
-            Err(error) => Err(self.error(Some(digest), &key, error)),
-        }
-    }
-
-    async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
-        let turn = Arc::clone(
-            self.puts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(*digest)
-                .or_default(),
-        );
-        let outcome = {
-            let _turn = turn.lock().await;
-            self.create(digest, encoded).await
-        };
-        let mut puts = self.puts.lock().unwrap_or_else(PoisonError::into_inner);
-        // The map's handle and this one: nobody else waits, the entry can go.
-        if Arc::strong_count(&turn) == 2 {
-            puts.remove(digest);
-        }
-        outcome
-    }
-
-    async fn contains(&self, digest: &Digest) -> Result<bool> {
-        self.exists(digest).await
-    }
-
-    /// Objects have no access time to set; PBS 4 keeps its garbage collection's marks outside
-    /// the bucket. Presence only.
-    async fn touch(&self, digest: &Digest) -> Result<bool> {
-        self.exists(digest).await
-    }
-
-    /// Nothing to do: a put is durable once the service has acknowledged it.
-    async fn sync(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl S3Store {
-    /// One create-only put.
-    async fn create(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
-        let key = self.chunk_key(digest);
-        let _permit = self.in_flight.acquire().await.ok();
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        let put = self
-            .client
-            .put_opts(
-                &ObjectPath::from(key.as_str()),
-                PutPayload::from(encoded),
-                options,
-            )
-            .await;
-        match put {
-            Ok(_) => Ok(PutOutcome::Inserted),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(PutOutcome::AlreadyPresent),
-            Err(error) => Err(self.error(Some(digest), &key, error)),
-        }
-    }
-}
+object_chunk_store!(S3Store);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layouts_put_chunks_where_pbs_and_casync_do() {
-        let digest: Digest = std::array::from_fn(|i| i as u8);
-        let hex = to_hex(&digest);
-        assert_eq!(
-            ObjectLayout::Pbs.key(&digest),
-            format!(".chunks/0001/{hex}")
-        );
-        assert_eq!(
-            ObjectLayout::Castr.key(&digest),
-            format!("0001/{hex}.cacnk")
-        );
-    }
 
     #[test]
     fn urls_name_a_bucket_and_a_prefix() {

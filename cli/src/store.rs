@@ -1,11 +1,12 @@
-//! STORE arguments: `pbs:PATH`, `castr:PATH`, a PATH whose layout says which, or
-//! `s3://BUCKET/PREFIX` with its layout and service options.
+//! STORE arguments: `pbs:PATH`, `castr:PATH`, a PATH whose layout says which,
+//! `s3://BUCKET/PREFIX` with its layout and service options, or a read-only `http(s)://` URL.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_chunk_store::{
-    CastrStore, ChunkStore, ObjectLayout, PbsDatastore, S3Options, S3Store, SyncLevel,
+    CastrStore, ChunkStore, HttpOptions, HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store,
+    SyncLevel,
 };
 
 use crate::Failure;
@@ -21,6 +22,8 @@ pub(crate) enum StoreSpec {
     Detect(PathBuf),
     /// A bucket (and prefix) of an S3-compatible service: `s3://BUCKET[/PREFIX]`.
     S3(String),
+    /// A read-only store under a web server: `http(s)://HOST/PATH`.
+    Http(String),
 }
 
 /// The layout of chunks in an object store.
@@ -32,16 +35,31 @@ pub(crate) enum LayoutArg {
     Castr,
 }
 
+trait FromArg {
+    fn from_arg(arg: LayoutArg) -> Self;
+}
+
+impl FromArg for ObjectLayout {
+    fn from_arg(arg: LayoutArg) -> Self {
+        match arg {
+            LayoutArg::Pbs => Self::Pbs,
+            LayoutArg::Castr => Self::Castr,
+        }
+    }
+}
+
 /// The `--store` argument and the options of remote stores, the same on every command.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct StoreArgs {
-    /// The store: pbs:PATH, castr:PATH, a PATH, or s3://BUCKET/PREFIX (credentials and region
-    /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    /// The store: pbs:PATH, castr:PATH, a PATH, s3://BUCKET/PREFIX (credentials and region
+    /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or http(s)://HOST/PATH
+    /// (read-only).
     #[arg(long, value_parser = StoreSpec::parse)]
     store: StoreSpec,
-    /// How chunks are laid out in an s3:// store.
-    #[arg(long, value_enum, default_value = "pbs")]
-    layout: LayoutArg,
+    /// How chunks are laid out in an s3:// store (default pbs) or an http(s):// one (default:
+    /// found from the first chunk).
+    #[arg(long, value_enum)]
+    layout: Option<LayoutArg>,
     /// The S3 service's URL, such as http://127.0.0.1:9000 (else AWS_ENDPOINT_URL, else AWS).
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
@@ -58,6 +76,12 @@ impl StoreArgs {
     pub(crate) fn open(&self) -> Result<Arc<dyn ChunkStore>, Failure> {
         match &self.store {
             StoreSpec::S3(url) => self.s3(url),
+            StoreSpec::Http(url) => {
+                let mut options = HttpOptions::default();
+                options.layout = self.layout.map(ObjectLayout::from_arg);
+                let store = HttpStore::new(url, &options).map_err(Failure::error)?;
+                Ok(Arc::new(store))
+            }
             local => local.open(),
         }
     }
@@ -70,15 +94,17 @@ impl StoreArgs {
     ) -> Result<Arc<dyn ChunkStore>, Failure> {
         match &self.store {
             StoreSpec::S3(url) => self.s3(url),
+            StoreSpec::Http(url) => Err(Failure::usage(format!(
+                "{url}: stores over HTTP are read-only; back up to a local or s3:// store"
+            ))),
             local => local.create(new_is_pbs, sync),
         }
     }
 
     fn s3(&self, url: &str) -> Result<Arc<dyn ChunkStore>, Failure> {
-        let layout = match self.layout {
-            LayoutArg::Pbs => ObjectLayout::Pbs,
-            LayoutArg::Castr => ObjectLayout::Castr,
-        };
+        let layout = self
+            .layout
+            .map_or(ObjectLayout::Pbs, ObjectLayout::from_arg);
         let mut options = S3Options::default();
         options.endpoint.clone_from(&self.s3_endpoint);
         options.allow_http = self.s3_allow_http;
@@ -95,6 +121,9 @@ impl StoreSpec {
                 return Err("an S3 store is s3://BUCKET or s3://BUCKET/PREFIX".to_owned());
             }
             return Ok(Self::S3(text.to_owned()));
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return Ok(Self::Http(text.to_owned()));
         }
         let (kind, path) = match text.split_once(':') {
             Some(("pbs", path)) => (Some(true), path),
@@ -120,7 +149,7 @@ impl StoreSpec {
     fn path(&self) -> &Path {
         match self {
             Self::Pbs(p) | Self::Castr(p) | Self::Detect(p) => p,
-            Self::S3(url) => Path::new(url),
+            Self::S3(url) | Self::Http(url) => Path::new(url),
         }
     }
 
@@ -128,7 +157,7 @@ impl StoreSpec {
     /// that does not exist yet.
     fn is_pbs(&self, new_is_pbs: bool) -> bool {
         match self {
-            Self::Pbs(_) | Self::S3(_) => true,
+            Self::Pbs(_) | Self::S3(_) | Self::Http(_) => true,
             Self::Castr(_) => false,
             Self::Detect(path) => {
                 if path.join(".chunks").is_dir() {

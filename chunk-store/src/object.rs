@@ -1,0 +1,388 @@
+//! What the object-storage stores share (features `s3`, `http`): chunk layouts under a prefix,
+//! requests bounded in number, create-only puts, and one mapping of the client's errors.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use tokio::sync::Semaphore;
+
+use crate::digest::{Digest, Hex, to_hex};
+use crate::error::{Location, Result, StoreError};
+use crate::store::{ChunkEncoding, EncodedChunk, PutOutcome};
+
+/// Where chunks live under a store's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ObjectLayout {
+    /// PBS's datastore (and PBS 4's S3 datastore): `.chunks/XXXX/<64 hex>`, the object a
+    /// DataBlob.
+    #[default]
+    Pbs,
+    /// A casync store: `XXXX/<64 hex>.cacnk`, the object a compressed casync chunk.
+    Castr,
+}
+
+impl ObjectLayout {
+    /// The key of `digest` below the store's prefix.
+    #[must_use]
+    pub fn key(self, digest: &Digest) -> String {
+        let hex = to_hex(digest);
+        match self {
+            Self::Pbs => format!(".chunks/{}/{hex}", &hex[..4]),
+            Self::Castr => format!("{}/{hex}.cacnk", &hex[..4]),
+        }
+    }
+
+    /// How chunks are encoded in this layout.
+    #[must_use]
+    pub fn encoding(self) -> ChunkEncoding {
+        match self {
+            Self::Pbs => ChunkEncoding::PbsBlob,
+            Self::Castr => ChunkEncoding::CasyncCompressed,
+        }
+    }
+
+    /// `pbs` or `castr`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pbs => "pbs",
+            Self::Castr => "castr",
+        }
+    }
+}
+
+/// The retry policy of every remote store: throttling, server errors and timeouts are retried
+/// with exponential backoff; not-found and denials never are (the client's rule).
+pub(crate) fn retry_config(retries: usize) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: retries,
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+/// rustls needs one process-wide crypto provider; cairn's is ring (no C toolchain beyond
+/// ring's own build).
+pub(crate) fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The layout a store was given, or the one found by its first chunk.
+const UNKNOWN: u8 = 0;
+
+fn layout_code(layout: ObjectLayout) -> u8 {
+    match layout {
+        ObjectLayout::Pbs => 1,
+        ObjectLayout::Castr => 2,
+    }
+}
+
+/// Chunks as objects of a client, below a prefix.
+#[derive(Debug)]
+pub(crate) struct ObjectChunks {
+    pub(crate) name: Arc<str>,
+    /// What locations start with: `s3://BUCKET` or the base URL.
+    base: String,
+    prefix: String,
+    /// A layout code, [`UNKNOWN`] until the first chunk found tells.
+    layout: AtomicU8,
+    client: Arc<dyn ObjectStore>,
+    in_flight: Semaphore,
+    /// Why puts are refused (`None`: they are not).
+    read_only: Option<&'static str>,
+    /// Puts under way, by digest: a second put of one chunk waits for the first, so that
+    /// within a process exactly one inserts it even where the service's create-only put is
+    /// not atomic (across processes, the service's conditional put decides).
+    puts: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ObjectChunks {
+    pub(crate) fn new(
+        name: Arc<str>,
+        base: String,
+        prefix: &str,
+        layout: Option<ObjectLayout>,
+        client: Arc<dyn ObjectStore>,
+        max_in_flight: usize,
+        read_only: Option<&'static str>,
+    ) -> Self {
+        Self {
+            read_only,
+            name,
+            base,
+            prefix: prefix.trim_matches('/').to_owned(),
+            layout: AtomicU8::new(layout.map_or(UNKNOWN, layout_code)),
+            client,
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+            puts: Mutex::default(),
+        }
+    }
+
+    /// The layout, if known (given, or found).
+    pub(crate) fn layout(&self) -> Option<ObjectLayout> {
+        match self.layout.load(Ordering::Relaxed) {
+            1 => Some(ObjectLayout::Pbs),
+            2 => Some(ObjectLayout::Castr),
+            _ => None,
+        }
+    }
+
+    /// The layouts to try for a chunk: the known one, or both.
+    fn layouts(&self) -> Vec<ObjectLayout> {
+        match self.layout() {
+            Some(layout) => vec![layout],
+            None => vec![ObjectLayout::Pbs, ObjectLayout::Castr],
+        }
+    }
+
+    pub(crate) fn encoding(&self) -> ChunkEncoding {
+        self.layout().unwrap_or_default().encoding()
+    }
+
+    /// The key of `relative` with the prefix.
+    pub(crate) fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    pub(crate) fn chunk_key(&self, layout: ObjectLayout, digest: &Digest) -> String {
+        self.key(&layout.key(digest))
+    }
+
+    fn location(&self, key: &str) -> Location {
+        Location::Key(format!("{}/{key}", self.base))
+    }
+
+    /// The error for `error` on `key`.
+    fn error(&self, digest: Option<&Digest>, key: &str, error: object_store::Error) -> StoreError {
+        let location = self.location(key);
+        let store = Arc::clone(&self.name);
+        match error {
+            object_store::Error::NotFound { .. } if digest.is_some() => {
+                StoreError::missing(&store, digest.unwrap_or(&[0; 32]), location)
+            }
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => StoreError::Denied {
+                store,
+                digest: digest.map(|d| Hex(*d)),
+                location,
+                source: Box::new(error),
+            },
+            other => StoreError::Unavailable {
+                store,
+                digest: digest.map(|d| Hex(*d)),
+                location,
+                source: Box::new(other),
+            },
+        }
+    }
+
+    /// The whole object at `key`, or `None` if there is none.
+    async fn fetch(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, object_store::Error> {
+        let _permit = self.in_flight.acquire().await.ok();
+        let path = ObjectPath::from(key);
+        let result = match self.client.get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The object at `relative` (below the prefix), or `None`.
+    pub(crate) async fn read_object(&self, relative: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(relative);
+        self.fetch(&key)
+            .await
+            .map_err(|e| self.error(None, &key, e))
+    }
+
+    /// Writes the object at `relative` (below the prefix), replacing it.
+    pub(crate) async fn write_object(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
+        let key = self.key(relative);
+        let _permit = self.in_flight.acquire().await.ok();
+        self.client
+            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(|e| self.error(None, &key, e))
+    }
+
+    pub(crate) async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+        let layouts = self.layouts();
+        for &layout in &layouts {
+            let key = self.chunk_key(layout, digest);
+            match self.fetch(&key).await {
+                Ok(Some(bytes)) => {
+                    self.layout.store(layout_code(layout), Ordering::Relaxed);
+                    return Ok(EncodedChunk {
+                        encoding: layout.encoding(),
+                        bytes,
+                        location: self.location(&key),
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.error(Some(digest), &key, error)),
+            }
+        }
+        let key = self.chunk_key(layouts[0], digest);
+        Err(StoreError::missing(&self.name, digest, self.location(&key)))
+    }
+
+    pub(crate) async fn exists(&self, digest: &Digest) -> Result<bool> {
+        for layout in self.layouts() {
+            let key = self.chunk_key(layout, digest);
+            let _permit = self.in_flight.acquire().await.ok();
+            match self.client.head(&ObjectPath::from(key.as_str())).await {
+                Ok(_) => {
+                    self.layout.store(layout_code(layout), Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(self.error(Some(digest), &key, error)),
+            }
+        }
+        Ok(false)
+    }
+
+    pub(crate) async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
+        if let Some(why) = self.read_only {
+            return Err(StoreError::store(&self.name, why, None));
+        }
+        let turn = Arc::clone(
+            self.puts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(*digest)
+                .or_default(),
+        );
+        let outcome = {
+            let _turn = turn.lock().await;
+            self.create(digest, encoded).await
+        };
+        let mut puts = self.puts.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's handle and this one: nobody else waits, the entry can go.
+        if Arc::strong_count(&turn) == 2 {
+            puts.remove(digest);
+        }
+        outcome
+    }
+
+    /// One create-only put.
+    async fn create(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
+        let key = self.chunk_key(self.layout().unwrap_or_default(), digest);
+        let _permit = self.in_flight.acquire().await.ok();
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let put = self
+            .client
+            .put_opts(
+                &ObjectPath::from(key.as_str()),
+                PutPayload::from(encoded),
+                options,
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(PutOutcome::Inserted),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(PutOutcome::AlreadyPresent),
+            Err(error) => Err(self.error(Some(digest), &key, error)),
+        }
+    }
+}
+
+/// Implements [`ChunkStore`](crate::ChunkStore) for a store whose `chunks` field is an
+/// `Arc<ObjectChunks>`: every remote store behaves the same way.
+macro_rules! object_chunk_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ChunkStore for $store {
+            fn name(&self) -> &std::sync::Arc<str> {
+                &self.chunks.name
+            }
+
+            fn encoding(&self) -> $crate::store::ChunkEncoding {
+                self.chunks.encoding()
+            }
+
+            async fn get(
+                &self,
+                digest: &$crate::digest::Digest,
+            ) -> $crate::error::Result<$crate::store::EncodedChunk> {
+                self.chunks.get(digest).await
+            }
+
+            async fn put(
+                &self,
+                digest: &$crate::digest::Digest,
+                encoded: Vec<u8>,
+            ) -> $crate::error::Result<$crate::store::PutOutcome> {
+                self.chunks.put(digest, encoded).await
+            }
+
+            async fn contains(
+                &self,
+                digest: &$crate::digest::Digest,
+            ) -> $crate::error::Result<bool> {
+                self.chunks.exists(digest).await
+            }
+
+            /// Objects have no access time to set (PBS 4 keeps its garbage collection's marks
+            /// outside the bucket): presence only.
+            async fn touch(&self, digest: &$crate::digest::Digest) -> $crate::error::Result<bool> {
+                self.chunks.exists(digest).await
+            }
+
+            /// Nothing to do: a put is durable once the service has acknowledged it.
+            async fn sync(&self) -> $crate::error::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use object_chunk_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_put_chunks_where_pbs_and_casync_do() {
+        let digest: Digest = std::array::from_fn(|i| i as u8);
+        let hex = to_hex(&digest);
+        assert_eq!(
+            ObjectLayout::Pbs.key(&digest),
+            format!(".chunks/0001/{hex}")
+        );
+        assert_eq!(
+            ObjectLayout::Castr.key(&digest),
+            format!("0001/{hex}.cacnk")
+        );
+    }
+}
