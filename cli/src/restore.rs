@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_index::{ChunkIndex, Index};
+use cairn_index::ChunkIndex;
 use cairn_reader::{
     ChunkReader, OutputKind, ReaderError, ReaderOptions, RestoreOptions, restore_to_path,
     restore_to_writer,
@@ -17,12 +17,12 @@ use crate::progress;
 use crate::store::StoreArgs;
 
 /// Opens `index` over `store` as a reader.
-pub(crate) fn open_reader(
+pub(crate) async fn open_reader(
     store: &StoreArgs,
     index: &Path,
     options: ReaderOptions,
 ) -> Result<ChunkReader, Failure> {
-    let index: Arc<dyn ChunkIndex> = Arc::new(Index::open(index).map_err(Failure::error)?);
+    let index: Arc<dyn ChunkIndex> = Arc::new(store.open_index(index).await?);
     let store = store.open()?;
     Ok(ChunkReader::new(index, store, options))
 }
@@ -106,7 +106,8 @@ pub(crate) async fn run_restore(
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
-    )?;
+    )
+    .await?;
     let bar = progress::bytes(reader.image_size(), "restore", quiet);
     let progress = |bytes| bar.inc(bytes);
     let started = Instant::now();
@@ -144,7 +145,8 @@ pub(crate) async fn run_cat(args: &CatArgs, quiet: bool, stop: &Stop) -> Result<
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
-    )?;
+    )
+    .await?;
     let bar = progress::bytes(reader.image_size(), "cat", quiet);
     let progress = |bytes| bar.inc(bytes);
     restore_to_writer(
@@ -166,7 +168,8 @@ pub(crate) async fn run_read(args: &ReadArgs) -> Result<(), Failure> {
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
-    )?;
+    )
+    .await?;
     let mut stdout = tokio::io::stdout();
     let end = args
         .offset

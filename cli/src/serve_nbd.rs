@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_index::{ChunkIndex, Index};
+use cairn_index::ChunkIndex;
 use cairn_nbd::{Export, Server, ServerOptions};
 use cairn_reader::nbd::NbdExport;
 use cairn_reader::{ChunkReader, ReaderOptions, chunk_cache};
@@ -89,8 +89,12 @@ pub(crate) async fn run(args: &ServeNbdArgs, quiet: bool, stop: &Stop) -> Result
     let options = ReaderOptions::default().cache_bytes(args.cache_size);
     let mut exports: Vec<(String, Arc<dyn Export>)> = Vec::new();
     for path in &args.indexes {
-        let index: Arc<dyn ChunkIndex> =
-            Arc::new(Index::open(path).map_err(|e| Failure::error(e).context(path))?);
+        let index: Arc<dyn ChunkIndex> = Arc::new(
+            args.store
+                .open_index(path)
+                .await
+                .map_err(|e| e.context(path))?,
+        );
         let name = args.name.clone().unwrap_or_else(|| export_name(path));
         if exports.iter().any(|(n, _)| *n == name) {
             return Err(Failure::usage(format!(

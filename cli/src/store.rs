@@ -9,6 +9,8 @@ use cairn_chunk_store::{
     SyncLevel,
 };
 
+use cairn_index::{Index, OpenOptions, Origin};
+
 use crate::Failure;
 
 /// A store named on the command line.
@@ -101,16 +103,52 @@ impl StoreArgs {
         }
     }
 
-    fn s3(&self, url: &str) -> Result<Arc<dyn ChunkStore>, Failure> {
-        let layout = self
-            .layout
-            .map_or(ObjectLayout::Pbs, ObjectLayout::from_arg);
+    fn s3_options(&self) -> S3Options {
         let mut options = S3Options::default();
         options.endpoint.clone_from(&self.s3_endpoint);
         options.allow_http = self.s3_allow_http;
         options.path_style = !self.s3_virtual_hosted;
-        let store = S3Store::from_url(url, layout, &options).map_err(Failure::error)?;
+        options
+    }
+
+    fn s3(&self, url: &str) -> Result<Arc<dyn ChunkStore>, Failure> {
+        let layout = self
+            .layout
+            .map_or(ObjectLayout::Pbs, ObjectLayout::from_arg);
+        let store = S3Store::from_url(url, layout, &self.s3_options()).map_err(Failure::error)?;
         Ok(Arc::new(store))
+    }
+
+    /// Opens an index: a file, or an `s3://BUCKET/KEY` or `http(s)://…` URL, fetched whole
+    /// (with this command's S3 options), so a PBS 4 snapshot restores straight from its bucket.
+    pub(crate) async fn open_index(&self, path: &Path) -> Result<Index, Failure> {
+        let text = path.to_string_lossy();
+        let fetched = if let Some(rest) = text.strip_prefix("s3://") {
+            let Some((bucket, key)) = rest
+                .split_once('/')
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            else {
+                return Err(Failure::usage(format!(
+                    "{text}: an index in S3 is s3://BUCKET/KEY"
+                )));
+            };
+            let bucket = S3Store::new(bucket, "", ObjectLayout::Pbs, &self.s3_options())
+                .map_err(Failure::error)?;
+            bucket.read_object(key).await.map_err(Failure::error)?
+        } else if text.starts_with("http://") || text.starts_with("https://") {
+            let Some((base, name)) = text.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+                return Err(Failure::usage(format!(
+                    "{text}: not the URL of an index file"
+                )));
+            };
+            let server = HttpStore::new(base, &HttpOptions::default()).map_err(Failure::error)?;
+            server.read_object(name).await.map_err(Failure::error)?
+        } else {
+            return Index::open(path).map_err(Failure::error);
+        };
+        let bytes = fetched.ok_or_else(|| Failure::data(format!("{text}: no such index")))?;
+        Index::from_bytes(bytes, Origin::file(path), &OpenOptions::default())
+            .map_err(Failure::error)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_chunk_store::{CodecError, StoreError, to_hex};
-use cairn_index::{ChunkIndex as _, Index};
+use cairn_index::ChunkIndex as _;
 use cairn_reader::{VerifyOptions, VerifyReport, verify};
 use serde_json::json;
 
@@ -60,7 +60,7 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
     let store = args.store.open()?;
     let mut checked = Vec::new();
     for path in &args.indexes {
-        let index = Index::open(path).map_err(Failure::error)?;
+        let index = args.store.open_index(path).await?;
         let bar = progress::bytes(index.image_size(), "verify", quiet || args.json);
         let progress = |bytes| bar.inc(bytes);
         let options = VerifyOptions::default().concurrency(VERIFY_CONCURRENCY);

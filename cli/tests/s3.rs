@@ -158,6 +158,36 @@ fn backup_to_s3_restore_and_verify_from_it_in_pbs_4s_layout() {
     let out = server.cairn(&["verify", "-q", "--store", store, &s(&index)], SECRET_KEY);
     assert!(out.status.success(), "{}", text(&out));
 
+    // The index itself from the bucket, where PBS 4 keeps a snapshot's files.
+    let snapshot = ".cnt/vm/100/2026-12-01T10:00:00Z";
+    let in_bucket = server.root.path().join("backups/datastore1").join(snapshot);
+    std::fs::create_dir_all(&in_bucket).unwrap();
+    std::fs::copy(&index, in_bucket.join("drive-scsi0.img.fidx")).unwrap();
+    let url = format!("s3://backups/datastore1/{snapshot}/drive-scsi0.img.fidx");
+    let from_url = dir.path().join("from-url.img");
+    let out = server.cairn(
+        &["restore", "-q", "--store", store, &url, &s(&from_url)],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read(&from_url).unwrap() == data,
+        "restore of an index in S3 differs"
+    );
+    let out = server.cairn(
+        &[
+            "restore",
+            "-q",
+            "--store",
+            store,
+            &format!("{url}.nope"),
+            &s(&dir.path().join("x.img")),
+        ],
+        SECRET_KEY,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no such index"), "{}", text(&out));
+
     // A wrong secret: access denied naming bucket and key, and the secret never printed.
     let out = server.cairn(
         &[
