@@ -290,28 +290,44 @@ impl ObjectChunks {
     }
 
     /// One create-only put.
+    ///
+    /// A service may answer a put of an object it has before reading the body, and close the
+    /// connection: the client then sees a broken pipe, not the refusal. A put that fails in
+    /// transport therefore asks whether the object is there (an object put is atomic, so a
+    /// present one is whole) and, if not, tries once more.
     async fn create(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
         let key = self.chunk_key(self.layout().unwrap_or_default(), digest);
-        let _permit = self.in_flight.acquire().await.ok();
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        let put = self
-            .client
-            .put_opts(
-                &ObjectPath::from(key.as_str()),
-                PutPayload::from(encoded),
-                options,
-            )
-            .await;
-        match put {
-            Ok(_) => Ok(PutOutcome::Inserted),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(PutOutcome::AlreadyPresent),
-            Err(error) => Err(self.error(Some(digest), &key, error)),
+        let path = ObjectPath::from(key.as_str());
+        let payload = PutPayload::from(encoded);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let put = {
+                let _permit = self.in_flight.acquire().await.ok();
+                let options = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                self.client.put_opts(&path, payload.clone(), options).await
+            };
+            let error = match put {
+                Ok(_) => return Ok(PutOutcome::Inserted),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => return Ok(PutOutcome::AlreadyPresent),
+                Err(error @ object_store::Error::Generic { .. }) => error,
+                Err(error) => return Err(self.error(Some(digest), &key, error)),
+            };
+            let present = {
+                let _permit = self.in_flight.acquire().await.ok();
+                self.client.head(&path).await
+            };
+            match present {
+                Ok(_) => return Ok(PutOutcome::AlreadyPresent),
+                Err(object_store::Error::NotFound { .. }) if attempts < 2 => {}
+                Err(_) => return Err(self.error(Some(digest), &key, error)),
+            }
         }
     }
 }

@@ -216,3 +216,121 @@ async fn an_unreachable_service_is_unavailable_not_missing() {
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
     assert!(!error.is_missing());
 }
+
+mod support {
+    pub(crate) mod fault_proxy;
+}
+use support::fault_proxy::{Fault, FaultProxy};
+
+/// A store whose requests go through `proxy`, with short timeouts and `retries`.
+fn proxied(server: &Server, proxy: &FaultProxy, bucket: &str, retries: usize) -> S3Store {
+    let mut options = server.options(SECRET_KEY);
+    options.endpoint = Some(proxy.endpoint.clone());
+    options.retries = retries;
+    options.timeout = std::time::Duration::from_millis(700);
+    S3Store::new(bucket, "ds", ObjectLayout::Pbs, &options).unwrap()
+}
+
+fn upstream(server: &Server) -> String {
+    server.endpoint.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_put_refused_before_its_body_is_sent_is_a_duplicate() {
+    let server = Server::start("bucket").await;
+    // The second put of any key is refused as soon as its head arrives, and the connection
+    // closed: the client may see the 412 or a broken pipe while still sending 4 MiB.
+    let proxy = FaultProxy::start(&upstream(&server), |method, _, n| match (method, n) {
+        ("PUT", 1..) => Fault::RefuseEarly(412),
+        _ => Fault::Pass,
+    })
+    .await;
+    let store = proxied(&server, &proxy, "bucket", 2);
+    let source = ChunkSource::new(Arc::new(store), DigestAlgorithm::Sha256);
+    for seed in 0..4 {
+        let data = sample_chunk(seed, 4 << 20);
+        let (digest, first) = source.write(data.clone()).await.unwrap();
+        assert_eq!(first, PutOutcome::Inserted);
+        let (_, again) = source.write(data.clone()).await.unwrap();
+        assert_eq!(again, PutOutcome::AlreadyPresent, "seed {seed}");
+        assert_eq!(source.read(&digest, data.len()).await.unwrap(), data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_server_errors_and_stalls_are_retried_and_succeed() {
+    let server = Server::start("bucket").await;
+    let proxy = FaultProxy::start(&upstream(&server), |method, _, n| match (method, n) {
+        ("PUT", 0) => Fault::Status(503),
+        ("GET", 0) => Fault::Status(500),
+        ("GET", 1) => Fault::Stall(std::time::Duration::from_secs(3)),
+        ("HEAD", 0) => Fault::Status(503),
+        _ => Fault::Pass,
+    })
+    .await;
+    let store = proxied(&server, &proxy, "bucket", 4);
+    let source = ChunkSource::new(Arc::new(store.clone()), DigestAlgorithm::Sha256);
+    let data = sample_chunk(5, 300_000);
+    let (digest, outcome) = source.write(data.clone()).await.unwrap();
+    assert_eq!(outcome, PutOutcome::Inserted);
+    assert!(store.contains(&digest).await.unwrap());
+    assert_eq!(source.read(&digest, data.len()).await.unwrap(), data);
+    let key = store.chunk_key(&digest);
+    assert_eq!(proxy.count("PUT", &key), 2, "{:?}", proxy.seen());
+    assert_eq!(proxy.count("HEAD", &key), 2, "{:?}", proxy.seen());
+    assert_eq!(proxy.count("GET", &key), 3, "{:?}", proxy.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_is_access_denied_and_never_retried() {
+    let server = Server::start("bucket").await;
+    let proxy = FaultProxy::start(&upstream(&server), |_, _, _| Fault::Status(403)).await;
+    let store = proxied(&server, &proxy, "bucket", 4);
+    let digest = [3u8; 32];
+    let error = store.get(&digest).await.unwrap_err();
+    assert!(matches!(error, StoreError::Denied { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&store.chunk_key(&digest)),
+        "{error}"
+    );
+    assert_eq!(proxy.seen().len(), 1, "{:?}", proxy.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_body_is_retried_or_a_typed_error_never_bad_bytes() {
+    let server = Server::start("bucket").await;
+    let direct = S3Store::new(
+        "bucket",
+        "ds",
+        ObjectLayout::Pbs,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    let source = ChunkSource::new(Arc::new(direct), DigestAlgorithm::Sha256);
+    let data = sample_chunk(8, 1 << 20);
+    let (digest, _) = source.write(data.clone()).await.unwrap();
+
+    // Once cut short, then whole: the read succeeds with the right bytes.
+    let once = FaultProxy::start(&upstream(&server), |method, _, n| match (method, n) {
+        ("GET", 0) => Fault::Truncate(1000),
+        _ => Fault::Pass,
+    })
+    .await;
+    let store = proxied(&server, &once, "bucket", 3);
+    let read = ChunkSource::new(Arc::new(store), DigestAlgorithm::Sha256);
+    assert_eq!(read.read(&digest, data.len()).await.unwrap(), data);
+
+    // Always cut short: a typed error, not a chunk.
+    let always = FaultProxy::start(&upstream(&server), |_, _, _| Fault::Truncate(5000)).await;
+    let store = proxied(&server, &always, "bucket", 2);
+    let read = ChunkSource::new(Arc::new(store), DigestAlgorithm::Sha256);
+    let error = read.read(&digest, data.len()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Unavailable { .. } | StoreError::Corrupt { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_missing(), "{error}");
+}
