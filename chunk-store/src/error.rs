@@ -351,6 +351,56 @@ impl StoreError {
         }
     }
 
+    /// The name of the store the error is about, when there is one.
+    #[must_use]
+    pub fn store_name(&self) -> Option<&Arc<str>> {
+        match self {
+            Self::Missing { store, .. }
+            | Self::Read { store, .. }
+            | Self::Write { store, .. }
+            | Self::Touch { store, .. }
+            | Self::Sync { store, .. }
+            | Self::Store { store, .. }
+            | Self::Denied { store, .. }
+            | Self::Unavailable { store, .. }
+            | Self::Corrupt { store, .. }
+            | Self::DigestMismatch { store, .. }
+            | Self::LengthMismatch { store, .. }
+            | Self::DecodeTask { store, .. }
+            | Self::Injected { store, .. }
+            | Self::Encode { store, .. } => Some(store),
+            Self::TooLarge { .. } => None,
+        }
+    }
+
+    /// Where the chunk the error is about was, when the error says.
+    #[must_use]
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Self::Missing { location, .. }
+            | Self::Read { location, .. }
+            | Self::Write { location, .. }
+            | Self::Touch { location, .. }
+            | Self::Sync { location, .. }
+            | Self::Denied { location, .. }
+            | Self::Unavailable { location, .. }
+            | Self::Corrupt { location, .. }
+            | Self::DigestMismatch { location, .. }
+            | Self::LengthMismatch { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// Whether this error means the chunk is there but its bytes are wrong (they do not
+    /// decode, or decode to the wrong length or digest).
+    #[must_use]
+    pub fn is_bad_chunk(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt { .. } | Self::DigestMismatch { .. } | Self::LengthMismatch { .. }
+        )
+    }
+
     /// Whether this error means the chunk is absent (as opposed to present but unusable).
     #[must_use]
     pub fn is_missing(&self) -> bool {

@@ -191,4 +191,8 @@ impl ChunkStore for FaultStore {
     async fn sync(&self) -> Result<()> {
         self.inner.sync().await
     }
+
+    async fn reject(&self, digest: &Digest, error: &crate::StoreError) -> bool {
+        self.inner.reject(digest, error).await
+    }
 }

@@ -4,7 +4,10 @@
 //!   ([`encode_casync_chunk`], [`decode_casync_chunk`]: zstd, xz, gzip). Sizes are bounded before
 //!   anything is allocated; encrypted blobs are recognised and refused with a clear error.
 //! - Stores, behind one trait, [`ChunkStore`]: a PBS datastore ([`PbsDatastore`]), a casync
-//!   store ([`CastrStore`]) and memory ([`MemoryStore`]). Inserts are atomic.
+//!   store ([`CastrStore`]) and memory ([`MemoryStore`]); with the `s3` and `http` features,
+//!   object storage. Inserts are atomic.
+//! - In front of any store: a bounded local disk tier ([`DiskTier`]) and a chain of stores read
+//!   in order ([`StoreChain`]).
 //! - [`ChunkSource`]: verified plaintext of digest D and length L, decoded off the async
 //!   workers; the only way data leaves the crate.
 //!
@@ -29,6 +32,7 @@
 mod blob;
 mod castr;
 mod casync_chunk;
+mod chain;
 #[cfg(feature = "testing")]
 pub mod codec_checks;
 #[cfg(feature = "testing")]
@@ -48,10 +52,13 @@ mod pbs;
 mod s3;
 mod source;
 mod store;
+mod tier;
+mod turns;
 
 pub use crate::blob::{decode_blob, encode_blob, encode_blob_uncompressed};
 pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
+pub use crate::chain::{RejectReport, StoreChain};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
 pub use crate::error::{CodecError, Location, RemoteError, Result, StoreError};
 #[cfg(feature = "http")]
@@ -64,6 +71,7 @@ pub use crate::pbs::PbsDatastore;
 pub use crate::s3::{S3Options, S3Store};
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
 pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+pub use crate::tier::{DiskTier, TierStats};
 
 /// The formats' numbers and kinds: blob magics and header sizes, the 128 MiB blob cap, the
 /// magics of casync's compressions, and what kind of blob or casync chunk some bytes are.

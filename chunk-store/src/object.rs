@@ -1,9 +1,8 @@
 //! What the object-storage stores share (features `s3`, `http`): chunk layouts under a prefix,
 //! requests bounded in number, create-only puts, and one mapping of the client's errors.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
@@ -15,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::digest::{Digest, Hex, to_hex};
 use crate::error::{Location, Result, StoreError};
 use crate::store::{ChunkEncoding, EncodedChunk, PutOutcome};
+use crate::turns::Turns;
 
 /// Where chunks live under a store's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -108,7 +108,7 @@ pub(crate) struct ObjectChunks {
     /// Puts under way, by digest: a second put of one chunk waits for the first, so that
     /// within a process exactly one inserts it even where the service's create-only put is
     /// not atomic (across processes, the service's conditional put decides).
-    puts: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    puts: Turns,
 }
 
 impl ObjectChunks {
@@ -129,7 +129,7 @@ impl ObjectChunks {
             layout: AtomicU8::new(layout.map_or(UNKNOWN, layout_code)),
             client,
             in_flight: Semaphore::new(max_in_flight.max(1)),
-            puts: Mutex::default(),
+            puts: Turns::default(),
         }
     }
 
@@ -270,23 +270,7 @@ impl ObjectChunks {
         if let Some(why) = self.read_only {
             return Err(StoreError::store(&self.name, why, None));
         }
-        let turn = Arc::clone(
-            self.puts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(*digest)
-                .or_default(),
-        );
-        let outcome = {
-            let _turn = turn.lock().await;
-            self.create(digest, encoded).await
-        };
-        let mut puts = self.puts.lock().unwrap_or_else(PoisonError::into_inner);
-        // The map's handle and this one: nobody else waits, the entry can go.
-        if Arc::strong_count(&turn) == 2 {
-            puts.remove(digest);
-        }
-        outcome
+        self.puts.run(digest, self.create(digest, encoded)).await
     }
 
     /// One create-only put.

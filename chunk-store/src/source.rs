@@ -53,6 +53,24 @@ pub fn encode_chunk(plaintext: &[u8], encoding: ChunkEncoding) -> Result<Vec<u8>
     }
 }
 
+/// Why one read failed: the chunk's bytes are wrong (a store with another copy may help), or
+/// anything else (a missing chunk, an unreadable store, a length the caller got wrong).
+enum Failure {
+    BadChunk(StoreError),
+    Other(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::BadChunk(error) | Self::Other(error) => error,
+        }
+    }
+}
+
+/// How many times one read asks a store again after rejecting what it gave.
+const MAX_REJECTS: usize = 8;
+
 /// Verified chunks from a [`ChunkStore`]: the only way plaintext leaves this crate.
 ///
 /// [`read`](ChunkSource::read) fetches, decodes and checks that the plaintext has the requested
@@ -108,47 +126,97 @@ impl ChunkSource {
     /// [`StoreError::DigestMismatch`] for a chunk that is there but wrong;
     /// [`StoreError::TooLarge`] for an expected length over 128 MiB;
     /// [`StoreError::DecodeTask`] if decoding panicked.
+    ///
+    /// A chunk that fails verification is [rejected](ChunkStore::reject): a store with another
+    /// copy to give (a disk tier, a chain) is asked again, a few times at most.
     pub async fn read(&self, digest: &Digest, expected_len: usize) -> Result<Vec<u8>> {
+        let mut first_bad: Option<StoreError> = None;
+        for _ in 0..MAX_REJECTS {
+            match self.read_once(digest, expected_len).await {
+                Ok(plaintext) => return Ok(plaintext),
+                Err(Failure::BadChunk(error)) => {
+                    if !self.store.reject(digest, &error).await {
+                        return Err(error);
+                    }
+                    first_bad.get_or_insert(error);
+                }
+                // Bad where it was, and nowhere else: the bad copy is the news.
+                Err(Failure::Other(error)) if error.is_missing() => {
+                    return Err(first_bad.unwrap_or(error));
+                }
+                Err(Failure::Other(error)) => return Err(error),
+            }
+        }
+        self.read_once(digest, expected_len)
+            .await
+            .map_err(Failure::into_error)
+    }
+
+    /// One fetch, decode and check.
+    async fn read_once(
+        &self,
+        digest: &Digest,
+        expected_len: usize,
+    ) -> std::result::Result<Vec<u8>, Failure> {
         if expected_len > MAX_BLOB_SIZE {
-            return Err(StoreError::TooLarge {
+            return Err(Failure::Other(StoreError::TooLarge {
                 what: "expected chunk length",
                 size: expected_len as u64,
                 limit: MAX_BLOB_SIZE as u64,
-            });
+            }));
         }
-        let encoded = self.store.get(digest).await?;
+        let encoded = self.store.get(digest).await.map_err(Failure::Other)?;
         let algorithm = self.algorithm;
         let location = encoded.location.clone();
-        let decoded = self
+        let wanted = *digest;
+        let (decoded, sound) = self
             .on_cpu(digest, move || {
-                Ok(decode_chunk(&encoded, expected_len).map(|plaintext| {
+                let decoded = decode_chunk(&encoded, expected_len).map(|plaintext| {
                     let actual =
                         (plaintext.len() == expected_len).then(|| algorithm.digest(&plaintext));
                     (plaintext, actual)
-                }))
+                });
+                // A length that does not fit may be the caller's (a wrong length in an index):
+                // the chunk is sound if, decoded whole, it has its digest.
+                let sound = matches!(decoded, Ok((_, None)) | Err(CodecError::TooLarge { .. }))
+                    && decode_chunk(&encoded, MAX_BLOB_SIZE)
+                        .is_ok_and(|whole| algorithm.digest(&whole) == wanted);
+                Ok((decoded, sound))
             })
-            .await?;
+            .await
+            .map_err(Failure::Other)?;
         let store = Arc::clone(self.store.name());
-        let (plaintext, actual) = decoded.map_err(|source| StoreError::Corrupt {
-            store: Arc::clone(&store),
-            digest: Hex(*digest),
-            location: location.clone(),
-            source,
+        let failure = |error| {
+            if sound {
+                Failure::Other(error)
+            } else {
+                Failure::BadChunk(error)
+            }
+        };
+        let (plaintext, actual) = decoded.map_err(|source| {
+            failure(StoreError::Corrupt {
+                store: Arc::clone(&store),
+                digest: Hex(*digest),
+                location: location.clone(),
+                source,
+            })
         })?;
         match actual {
-            None => Err(StoreError::LengthMismatch {
+            None => Err(failure(StoreError::LengthMismatch {
                 store,
                 digest: Hex(*digest),
                 location,
                 expected: expected_len as u64,
                 actual: plaintext.len() as u64,
-            }),
-            Some(actual) if actual != *digest => Err(StoreError::DigestMismatch {
-                store,
-                digest: Hex(*digest),
-                location,
-                actual: Hex(actual),
-            }),
+            })),
+            Some(actual) if actual != *digest => {
+                Err(Failure::BadChunk(StoreError::DigestMismatch {
+                    store,
+                    digest: Hex(*digest),
+                    location,
+                    actual: Hex(actual),
+                }))
+            }
             Some(_) => Ok(plaintext),
         }
     }

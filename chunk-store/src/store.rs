@@ -123,4 +123,15 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StoreError::Sync`](crate::StoreError::Sync) if the sync fails.
     async fn sync(&self) -> Result<()>;
+
+    /// A chunk this store served failed verification; `error` says how and where
+    /// ([`StoreError::location`](crate::StoreError::location)). A store that keeps copies (a
+    /// [`DiskTier`](crate::DiskTier)) or has others to ask (a [`StoreChain`](crate::StoreChain))
+    /// drops the bad copy or moves on and returns `true`: another [`get`](ChunkStore::get) of
+    /// the chunk may give other bytes, and [`ChunkSource`](crate::ChunkSource) asks again. A
+    /// plain store has nothing else to give and returns `false`, the default.
+    async fn reject(&self, digest: &Digest, error: &crate::StoreError) -> bool {
+        let _ = (digest, error);
+        false
+    }
 }

@@ -1,17 +1,19 @@
 //! STORE arguments: `pbs:PATH`, `castr:PATH`, a PATH whose layout says which,
-//! `s3://BUCKET/PREFIX` with its layout and service options, or a read-only `http(s)://` URL.
+//! `s3://BUCKET/PREFIX` with its layout and service options, or a read-only `http(s)://` URL;
+//! several of them read as a chain, and a disk cache in front.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_chunk_store::{
-    CastrStore, ChunkStore, HttpOptions, HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store,
-    SyncLevel,
+    CastrStore, ChunkStore, DiskTier, HttpOptions, HttpStore, ObjectLayout, PbsDatastore,
+    S3Options, S3Store, StoreChain, SyncLevel,
 };
 
 use cairn_index::{Index, OpenOptions, Origin};
 
 use crate::Failure;
+use crate::backup::parse_size;
 
 /// A store named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,14 +52,16 @@ impl FromArg for ObjectLayout {
     }
 }
 
-/// The `--store` argument and the options of remote stores, the same on every command.
+/// The `--store` arguments, the options of remote stores and the disk cache, the same on every
+/// command.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct StoreArgs {
     /// The store: pbs:PATH, castr:PATH, a PATH, s3://BUCKET/PREFIX (credentials and region
     /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or http(s)://HOST/PATH
-    /// (read-only).
-    #[arg(long, value_parser = StoreSpec::parse)]
-    store: StoreSpec,
+    /// (read-only). Given more than once, chunks are read from the first store that has them
+    /// and written to the first.
+    #[arg(long = "store", value_name = "STORE", required = true, value_parser = StoreSpec::parse)]
+    stores: Vec<StoreSpec>,
     /// How chunks are laid out in an s3:// store (default pbs) or an http(s):// one (default:
     /// found from the first chunk).
     #[arg(long, value_enum)]
@@ -71,12 +75,65 @@ pub(crate) struct StoreArgs {
     /// Address buckets as BUCKET.ENDPOINT (virtual-hosted style) instead of ENDPOINT/BUCKET.
     #[arg(long)]
     s3_virtual_hosted: bool,
+    /// Keep chunks read from the stores in this local folder (a PBS datastore or casync store)
+    /// and read them from there next time.
+    #[arg(long, value_name = "DIR")]
+    disk_cache: Option<PathBuf>,
+    /// The most the disk cache holds; least recently used chunks are deleted to stay within it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4GiB")]
+    disk_cache_size: u64,
 }
 
 impl StoreArgs {
-    /// Opens an existing store.
+    /// Opens the stores for reading.
     pub(crate) fn open(&self) -> Result<Arc<dyn ChunkStore>, Failure> {
-        match &self.store {
+        let stores = self
+            .stores
+            .iter()
+            .map(|spec| self.open_one(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.compose(stores)
+    }
+
+    /// Opens the stores for a backup: the first, which receives the chunks, is created if
+    /// needed (see [`StoreSpec::create`]).
+    pub(crate) fn create(
+        &self,
+        new_is_pbs: bool,
+        sync: SyncLevel,
+    ) -> Result<Arc<dyn ChunkStore>, Failure> {
+        let mut stores = vec![self.create_one(&self.stores[0], new_is_pbs, sync)?];
+        for spec in &self.stores[1..] {
+            stores.push(self.open_one(spec)?);
+        }
+        self.compose(stores)
+    }
+
+    /// One store for the chain, or the chain; behind the disk cache if there is one.
+    fn compose(
+        &self,
+        mut stores: Vec<Arc<dyn ChunkStore>>,
+    ) -> Result<Arc<dyn ChunkStore>, Failure> {
+        let store: Arc<dyn ChunkStore> = if stores.len() == 1 {
+            stores.remove(0)
+        } else {
+            let chain = StoreChain::new(stores).map_err(Failure::error)?;
+            Arc::new(chain.with_report(|error| {
+                eprintln!("cairn: warning: {error}; reading it from the next store");
+            }))
+        };
+        match &self.disk_cache {
+            Some(folder) => {
+                let tier =
+                    DiskTier::open(folder, self.disk_cache_size, store).map_err(Failure::error)?;
+                Ok(Arc::new(tier))
+            }
+            None => Ok(store),
+        }
+    }
+
+    fn open_one(&self, spec: &StoreSpec) -> Result<Arc<dyn ChunkStore>, Failure> {
+        match spec {
             StoreSpec::S3(url) => self.s3(url),
             StoreSpec::Http(url) => {
                 let mut options = HttpOptions::default();
@@ -88,13 +145,13 @@ impl StoreArgs {
         }
     }
 
-    /// Opens the store for writing (see [`StoreSpec::create`]).
-    pub(crate) fn create(
+    fn create_one(
         &self,
+        spec: &StoreSpec,
         new_is_pbs: bool,
         sync: SyncLevel,
     ) -> Result<Arc<dyn ChunkStore>, Failure> {
-        match &self.store {
+        match spec {
             StoreSpec::S3(url) => self.s3(url),
             StoreSpec::Http(url) => Err(Failure::usage(format!(
                 "{url}: stores over HTTP are read-only; back up to a local or s3:// store"

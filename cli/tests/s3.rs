@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
+#[path = "../../chunk-store/tests/support/fault_proxy.rs"]
+mod fault_proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -64,8 +66,13 @@ impl Server {
 
     /// Runs cairn with the credentials in the environment and `--s3-endpoint` added.
     fn cairn(&self, args: &[&str], secret: &str) -> Output {
+        self.cairn_at(&self.endpoint, args, secret)
+    }
+
+    /// Runs cairn against `endpoint` (the server or a proxy in front of it).
+    fn cairn_at(&self, endpoint: &str, args: &[&str], secret: &str) -> Output {
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--s3-endpoint", &self.endpoint, "--s3-allow-http"]);
+        all.extend(["--s3-endpoint", endpoint, "--s3-allow-http"]);
         cairn_command(&all)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", secret)
@@ -262,4 +269,95 @@ fn caibx_backups_go_to_s3_in_the_castr_layout() {
     .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(out.stdout == data);
+}
+
+#[test]
+fn a_restore_through_the_disk_cache_downloads_each_chunk_once() {
+    let server = Server::start();
+    let proxy = server._runtime.block_on(fault_proxy::FaultProxy::start(
+        server.endpoint.trim_start_matches("http://"),
+        |_, _, _| fault_proxy::Fault::Pass,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(8);
+    let input = dir.path().join("disk.img");
+    std::fs::write(&input, &data).unwrap();
+    let index = dir.path().join("disk.img.fidx");
+    let store = "s3://backups/ds";
+    let cache = dir.path().join("cache");
+    let out = server.cairn(
+        &[
+            "backup",
+            "-q",
+            "--store",
+            store,
+            "--chunk-size",
+            "256K",
+            s(&input),
+            s(&index),
+        ],
+        SECRET_KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let chunks = server.objects().len();
+    assert!(chunks > 10, "{chunks} chunks");
+    let restore = |name: &str, cache_size: &str| {
+        let output = dir.path().join(name);
+        let out = server.cairn_at(
+            &proxy.endpoint,
+            &[
+                "restore",
+                "-q",
+                "--store",
+                store,
+                "--disk-cache",
+                s(&cache),
+                "--disk-cache-size",
+                cache_size,
+                s(&index),
+                s(&output),
+            ],
+            SECRET_KEY,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(std::fs::read(&output).unwrap() == data, "{name} differs");
+    };
+    let chunk_gets = || {
+        proxy
+            .seen()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/.chunks/"))
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    };
+    restore("first.img", "64MiB");
+    let first = chunk_gets();
+    let unique: std::collections::HashSet<_> = first.iter().collect();
+    assert_eq!(first.len(), unique.len(), "a chunk was downloaded twice");
+    assert!(
+        first.len() <= chunks && first.len() + 2 >= chunks / 2,
+        "{} gets",
+        first.len()
+    );
+    // The cache is a PBS datastore holding exactly what was downloaded.
+    let kept = walk(&cache.join(".chunks")).len();
+    assert_eq!(kept, first.len());
+    // Again: every chunk from the disk cache, none from the bucket.
+    restore("second.img", "64MiB");
+    assert_eq!(
+        chunk_gets().len(),
+        first.len(),
+        "the second restore downloaded chunks"
+    );
+    // A budget of a quarter of the chunks: the cache stays within it and the restore is right.
+    let budget = std::fs::metadata(&input).unwrap().len() / 4;
+    restore("third.img", &budget.to_string());
+    let on_disk: u64 = walk(&cache.join(".chunks"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= budget,
+        "{on_disk} bytes in a {budget}-byte cache"
+    );
 }

@@ -1,0 +1,398 @@
+//! The disk tier and store chains: the conformance suite, and what each promises beyond it
+//! (fetched once, bounded, bad copies refetched, full disks read through, chains fall through).
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::sync::{Arc, Mutex};
+
+use cairn_chunk_store::conformance::{ConformanceTarget, check_store, sample_chunk};
+use cairn_chunk_store::fault::{Fault, FaultStore, Target};
+use cairn_chunk_store::*;
+
+/// A tier over a PBS datastore, both in temporary folders.
+struct Tiered {
+    origin: PbsDatastore,
+    tier: DiskTier,
+    _folders: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Tiered {
+    fn new(budget: u64) -> Self {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let origin = PbsDatastore::create(a.path()).unwrap();
+        let tier = DiskTier::open(b.path(), budget, Arc::new(origin.clone())).unwrap();
+        Self {
+            origin,
+            tier,
+            _folders: (a, b),
+        }
+    }
+
+    fn tier_file(&self, digest: &Digest) -> std::path::PathBuf {
+        let hex = to_hex(digest);
+        self.tier.folder().join(".chunks").join(&hex[..4]).join(hex)
+    }
+}
+
+fn flip_last_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn tear(path: &std::path::Path, keep: usize) {
+    if let Ok(bytes) = std::fs::read(path) {
+        std::fs::write(path, &bytes[..keep.min(bytes.len())]).unwrap();
+    }
+}
+
+impl ConformanceTarget for Tiered {
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(self.tier.clone())
+    }
+    /// The origin's copy and the tier's, if it has one.
+    fn damage(&self, digest: &Digest) {
+        flip_last_byte(&self.origin.chunk_path(digest));
+        if self.tier_file(digest).exists() {
+            flip_last_byte(&self.tier_file(digest));
+        }
+    }
+    fn tear(&self, digest: &Digest, keep: usize) -> bool {
+        tear(&self.origin.chunk_path(digest), keep);
+        tear(&self.tier_file(digest), keep);
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_tier_passes_the_conformance_suite() {
+    check_store(&Tiered::new(64 << 20)).await;
+    // So small that most chunks are evicted at once or never kept.
+    check_store(&Tiered::new(6000)).await;
+}
+
+/// A chain of two memory stores; writes land in the first.
+struct Chained {
+    first: Arc<MemoryStore>,
+    chain: StoreChain,
+}
+
+impl ConformanceTarget for Chained {
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(self.chain.clone())
+    }
+    fn damage(&self, digest: &Digest) {
+        self.first.set_raw(*digest, b"garbage".to_vec());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_chain_passes_the_conformance_suite() {
+    let first = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let second = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let chain = StoreChain::new(vec![first.clone(), second]).unwrap();
+    check_store(&Chained { first, chain }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_a_chunk_fetch_it_once_and_later_reads_come_from_disk() {
+    let folders = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let origin = Arc::new(FaultStore::new(Arc::new(
+        PbsDatastore::create(folders.0.path()).unwrap(),
+    )));
+    let writer = ChunkSource::new(origin.clone(), DigestAlgorithm::Sha256);
+    let mut chunks = Vec::new();
+    for seed in 0..4 {
+        let data = sample_chunk(seed, 200_000);
+        let (digest, _) = writer.write(data.clone()).await.unwrap();
+        chunks.push((digest, data));
+    }
+    // Slow origin, so that the readers overlap.
+    origin.add(
+        Target::All,
+        Fault::Delay(std::time::Duration::from_millis(50)),
+    );
+    let tier = DiskTier::open(folders.1.path(), 64 << 20, origin.clone()).unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+    let chunks = Arc::new(chunks);
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (source, chunks) = (source.clone(), Arc::clone(&chunks));
+            tokio::spawn(async move {
+                let (digest, data) = &chunks[i % chunks.len()];
+                assert!(&source.read(digest, data.len()).await.unwrap() == data);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (digest, _) in chunks.iter() {
+        assert_eq!(origin.gets_of(digest), 1, "each chunk fetched once");
+    }
+    let stats = tier.stats();
+    assert_eq!(
+        (stats.misses, stats.fills, stats.hits),
+        (4, 4, 28),
+        "{stats:?}"
+    );
+    assert_eq!(stats.chunks, 4);
+
+    // A new tier on the same folder serves them all without the origin.
+    let again = DiskTier::open(folders.1.path(), 64 << 20, origin.clone()).unwrap();
+    assert_eq!(again.stats().chunks, 4);
+    let source = ChunkSource::new(Arc::new(again.clone()), DigestAlgorithm::Sha256);
+    for (digest, data) in chunks.iter() {
+        assert!(&source.read(digest, data.len()).await.unwrap() == data);
+    }
+    assert_eq!(origin.total_gets(), 4);
+    assert_eq!(again.stats().hits, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_holds_and_the_least_recently_used_chunk_goes_first() {
+    let t = Tiered::new(0);
+    let writer = ChunkSource::new(Arc::new(t.origin.clone()), DigestAlgorithm::Sha256);
+    let mut chunks = Vec::new();
+    for seed in 0..6 {
+        // Noise-heavy chunks, so each encoded blob is close to 100 kB.
+        let data: Vec<u8> = sample_chunk(seed, 100_000);
+        let (digest, _) = writer.write(data.clone()).await.unwrap();
+        let size = std::fs::metadata(t.origin.chunk_path(&digest))
+            .unwrap()
+            .len();
+        chunks.push((digest, data, size));
+    }
+    let budget = chunks[0].2 + chunks[1].2 + chunks[2].2 + 10;
+    let folder = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(folder.path(), budget, Arc::new(t.origin.clone())).unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+    let read = |i: usize| {
+        let (source, (digest, data, _)) = (source.clone(), chunks[i].clone());
+        async move { assert!(source.read(&digest, data.len()).await.unwrap() == data) }
+    };
+    for i in 0..3 {
+        read(i).await;
+    }
+    read(0).await; // 0 is now the most recent; 1 the least.
+    assert_eq!(tier.stats().hits, 1);
+    read(3).await;
+    let on_disk = |i: usize| {
+        let hex = to_hex(&chunks[i].0);
+        folder
+            .path()
+            .join(".chunks")
+            .join(&hex[..4])
+            .join(hex)
+            .exists()
+    };
+    assert!(on_disk(0) && !on_disk(1) && on_disk(2) && on_disk(3));
+    for i in 4..6 {
+        read(i).await;
+    }
+    let stats = tier.stats();
+    assert!(stats.bytes <= budget, "{stats:?} over {budget}");
+    assert_eq!(stats.evictions, 3, "{stats:?}");
+    let files: u64 = walk(folder.path()).iter().map(|p| p.1).sum();
+    assert!(files <= budget, "{files} bytes on disk, budget {budget}");
+    // A chunk larger than the whole budget is served and not kept.
+    let small = DiskTier::open(
+        tempfile::tempdir().unwrap().path(),
+        10,
+        Arc::new(t.origin.clone()),
+    )
+    .unwrap();
+    let source = ChunkSource::new(Arc::new(small.clone()), DigestAlgorithm::Sha256);
+    assert!(source.read(&chunks[0].0, 100_000).await.unwrap() == chunks[0].1);
+    assert_eq!(small.stats().chunks, 0);
+}
+
+/// Every file under `folder`, with its size.
+fn walk(folder: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    let mut todo = vec![folder.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                files.push((entry.path(), meta.len()));
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_copy_in_the_tier_is_deleted_and_refetched_never_an_error() {
+    let t = Tiered::new(64 << 20);
+    let source = ChunkSource::new(Arc::new(t.tier.clone()), DigestAlgorithm::Sha256);
+    let data = sample_chunk(3, 50_000);
+    let (digest, _) = source.write(data.clone()).await.unwrap();
+    assert!(source.read(&digest, data.len()).await.unwrap() == data);
+    assert!(t.tier_file(&digest).exists());
+    for damage in [0, 1, 2] {
+        match damage {
+            0 => flip_last_byte(&t.tier_file(&digest)),
+            1 => std::fs::write(t.tier_file(&digest), b"not a blob at all").unwrap(),
+            _ => {
+                // A valid blob of other data under this digest.
+                let other = encode_blob(&sample_chunk(4, 50_000)).unwrap();
+                std::fs::write(t.tier_file(&digest), other).unwrap();
+            }
+        }
+        assert!(
+            source.read(&digest, data.len()).await.unwrap() == data,
+            "damage {damage}"
+        );
+        // The refetched copy replaced the bad one.
+        let kept = std::fs::read(t.tier_file(&digest)).unwrap();
+        assert_eq!(kept, std::fs::read(t.origin.chunk_path(&digest)).unwrap());
+    }
+    let stats = t.tier.stats();
+    // Each bad copy was served from disk, rejected, and refetched from the origin.
+    assert_eq!(
+        (stats.rejected, stats.hits, stats.misses),
+        (3, 3, 4),
+        "{stats:?}"
+    );
+
+    // Bad bytes from the origin: the error names the origin, and no copy stays in the tier.
+    flip_last_byte(&t.origin.chunk_path(&digest));
+    std::fs::remove_file(t.tier_file(&digest)).unwrap();
+    let fresh = DiskTier::open(t.tier.folder(), 64 << 20, Arc::new(t.origin.clone())).unwrap();
+    let source = ChunkSource::new(Arc::new(fresh), DigestAlgorithm::Sha256);
+    let error = source.read(&digest, data.len()).await.unwrap_err();
+    assert!(error.is_bad_chunk(), "{error}");
+    assert_eq!(
+        error.location(),
+        Some(&Location::Path(t.origin.chunk_path(&digest))),
+        "{error}"
+    );
+    assert!(!t.tier_file(&digest).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_that_cannot_write_reads_through() {
+    let t = Tiered::new(64 << 20);
+    let writer = ChunkSource::new(Arc::new(t.origin.clone()), DigestAlgorithm::Sha256);
+    let data = sample_chunk(9, 30_000);
+    let (digest, _) = writer.write(data.clone()).await.unwrap();
+    // A file where the tier's .chunks folder would be: every write fails.
+    let folder = tempfile::tempdir().unwrap();
+    let blocked = folder.path().join("tier");
+    std::fs::create_dir(&blocked).unwrap();
+    let tier = DiskTier::open(&blocked, 64 << 20, Arc::new(t.origin.clone())).unwrap();
+    std::fs::write(blocked.join(".chunks"), b"in the way").unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+    for _ in 0..3 {
+        assert!(source.read(&digest, data.len()).await.unwrap() == data);
+    }
+    let stats = tier.stats();
+    assert_eq!(
+        (stats.misses, stats.fill_failures, stats.chunks),
+        (3, 1, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_the_tier_go_to_the_origin() {
+    let t = Tiered::new(64 << 20);
+    let source = ChunkSource::new(Arc::new(t.tier.clone()), DigestAlgorithm::Sha256);
+    let (digest, outcome) = source.write_new(sample_chunk(1, 1000)).await.unwrap();
+    assert_eq!(outcome, PutOutcome::Inserted);
+    assert!(t.origin.chunk_path(&digest).exists());
+    assert!(!t.tier_file(&digest).exists());
+    assert!(t.tier.contains(&digest).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_reads_the_first_store_that_has_a_chunk_and_reports_bad_copies() {
+    let a = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let b = Arc::new(FaultStore::new(Arc::new(MemoryStore::new(
+        ChunkEncoding::PbsBlob,
+    ))));
+    let c = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&reports);
+    let chain = StoreChain::new(vec![a.clone(), b.clone(), c.clone()])
+        .unwrap()
+        .with_report(move |error| log.lock().unwrap().push(error.to_string()));
+    assert_eq!(
+        &**chain.name(),
+        "memory:pbs + faulty(memory:pbs) + memory:pbs"
+    );
+    let algorithm = DigestAlgorithm::Sha256;
+    let (only_c, in_b_and_c, in_a) = (
+        sample_chunk(1, 9999),
+        sample_chunk(2, 9999),
+        sample_chunk(3, 9999),
+    );
+    let put = |store: Arc<dyn ChunkStore>, data: Vec<u8>| async move {
+        ChunkSource::new(store, algorithm)
+            .write(data)
+            .await
+            .unwrap()
+            .0
+    };
+    let d_c = put(c.clone(), only_c.clone()).await;
+    let d_bc = put(b.clone(), in_b_and_c.clone()).await;
+    put(c.clone(), in_b_and_c.clone()).await;
+    let d_a = put(a.clone(), in_a.clone()).await;
+    let source = ChunkSource::new(Arc::new(chain.clone()), algorithm);
+    assert!(source.read(&d_c, 9999).await.unwrap() == only_c);
+    assert!(source.read(&d_a, 9999).await.unwrap() == in_a);
+    assert_eq!(chain.fell_through(), 1);
+    // Corrupt in b: reported, then read from c.
+    b.add(Target::Digest(d_bc), Fault::Corrupt);
+    assert!(source.read(&d_bc, 9999).await.unwrap() == in_b_and_c);
+    let reports = reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains(&to_hex(&d_bc)), "{reports:?}");
+    // Missing everywhere: Missing, named after the chain.
+    let absent = algorithm.digest(b"nowhere");
+    let error = source.read(&absent, 7).await.unwrap_err();
+    assert!(error.is_missing(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("memory:pbs + faulty(memory:pbs) + memory:pbs"),
+        "{error}"
+    );
+    // Another error stops the chain: an outage is not hidden.
+    b.add(Target::Digest(d_c), Fault::Error);
+    assert!(!source.read(&d_c, 9999).await.unwrap_err().is_missing());
+    // Writes go to the first store only.
+    let (new, _) = source.write(sample_chunk(4, 10)).await.unwrap();
+    assert!(a.contains(&new).await.unwrap());
+    assert!(!c.contains(&new).await.unwrap());
+    assert!(StoreChain::new(Vec::new()).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_over_a_chain_falls_through_when_the_origin_copy_is_bad() {
+    let a = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let b = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let algorithm = DigestAlgorithm::Sha256;
+    let data = sample_chunk(7, 40_000);
+    let (digest, _) = ChunkSource::new(b.clone(), algorithm)
+        .write(data.clone())
+        .await
+        .unwrap();
+    a.set_raw(digest, b"garbage".to_vec());
+    let chain = StoreChain::new(vec![a, b]).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(folder.path(), 1 << 20, Arc::new(chain)).unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), algorithm);
+    assert!(source.read(&digest, data.len()).await.unwrap() == data);
+    assert!(source.read(&digest, data.len()).await.unwrap() == data);
+    let stats = tier.stats();
+    assert_eq!(
+        (stats.misses, stats.hits, stats.chunks),
+        (2, 1, 1),
+        "{stats:?}"
+    );
+}

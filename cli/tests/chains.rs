@@ -1,0 +1,176 @@
+//! `--store A --store B` and `--disk-cache` on local stores, through the built binary.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use common::*;
+
+/// Every chunk file of the PBS datastore at `store`, sorted.
+fn chunk_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = walk(&store.join(".chunks"));
+    files.sort();
+    files
+}
+
+#[test]
+fn a_chain_reads_each_chunk_from_the_first_store_that_has_it_and_warns_of_bad_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(6);
+    let (first, index) = backed_up(dir.path(), "disk", &data);
+    // The second store has every chunk; the first loses half and has one damaged.
+    let second = dir.path().join("second");
+    for file in chunk_files(&first) {
+        let to = second.join(file.strip_prefix(&first).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, to).unwrap();
+    }
+    let files = chunk_files(&first);
+    assert!(files.len() >= 6, "{} chunks", files.len());
+    for file in files.iter().step_by(2) {
+        std::fs::remove_file(file).unwrap();
+    }
+    // The largest kept chunk (not the zero chunk, which a restore never reads).
+    let damaged = files
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(damaged, bytes).unwrap();
+
+    // Alone, the first store cannot restore the image.
+    let out = cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(&first),
+        s(&index),
+        s(&dir.path().join("x")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let restored = dir.path().join("restored.img");
+    let out = cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(&first),
+        "--store",
+        s(&second),
+        s(&index),
+        s(&restored),
+    ]);
+    ok(&out);
+    assert!(
+        std::fs::read(&restored).unwrap() == data,
+        "restored image differs"
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let warnings: Vec<&str> = said.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(
+        warnings[0].contains(&damaged.display().to_string())
+            && warnings[0].contains("reading it from the next store"),
+        "{said}"
+    );
+    // verify through the chain: every chunk good.
+    ok(&cairn(&[
+        "verify",
+        "-q",
+        "--store",
+        s(&first),
+        "--store",
+        s(&second),
+        s(&index),
+    ]));
+
+    // A backup through a chain writes to the first store only.
+    let input = dir.path().join("new.img");
+    std::fs::write(&input, random_bytes(3 << 20)).unwrap();
+    let before = chunk_files(&second).len();
+    ok(&cairn(&[
+        "backup",
+        "-q",
+        "--store",
+        s(&first),
+        "--store",
+        s(&second),
+        "--chunk-size",
+        "1M",
+        s(&input),
+        s(&dir.path().join("new.fidx")),
+    ]));
+    assert_eq!(chunk_files(&second).len(), before);
+    restore(
+        &first,
+        &dir.path().join("new.fidx"),
+        &dir.path().join("new.out"),
+    );
+    assert!(std::fs::read(dir.path().join("new.out")).unwrap() == std::fs::read(&input).unwrap());
+}
+
+#[test]
+fn the_disk_cache_fills_from_the_store_serves_next_time_and_shrugs_off_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(6);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    let cache = dir.path().join("cache");
+    let read = |name: &str| {
+        let output = dir.path().join(name);
+        let out = cairn(&[
+            "restore",
+            "-q",
+            "--store",
+            s(&store),
+            "--disk-cache",
+            s(&cache),
+            "--disk-cache-size",
+            "64MiB",
+            s(&index),
+            s(&output),
+        ]);
+        ok(&out);
+        assert!(std::fs::read(&output).unwrap() == data, "{name} differs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    read("first.img");
+    let cached = chunk_files(&cache);
+    assert_eq!(
+        cached.len(),
+        chunk_files(&store).len() - 1,
+        "all but the zero chunk"
+    );
+    // Damage every cached copy: the restore is still right, silently, and the copies are
+    // replaced by good ones.
+    for file in &cached {
+        std::fs::write(file, b"damaged").unwrap();
+    }
+    let said = read("second.img");
+    assert!(said.is_empty(), "{said}");
+    for file in &cached {
+        assert_eq!(
+            std::fs::read(file).unwrap(),
+            std::fs::read(store.join(file.strip_prefix(&cache).unwrap())).unwrap()
+        );
+    }
+    // Then the store can go: the cache alone serves the image.
+    std::fs::rename(store.join(".chunks"), dir.path().join("moved")).unwrap();
+    std::fs::create_dir(store.join(".chunks")).unwrap();
+    read("third.img");
+    // The size takes the same suffixes as every size option, and a bad one is a usage error.
+    let out = cairn(&[
+        "cat",
+        "--store",
+        s(&store),
+        "--disk-cache",
+        s(&cache),
+        "--disk-cache-size",
+        "12XB",
+        s(&index),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
