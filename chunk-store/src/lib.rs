@@ -50,6 +50,8 @@ mod object;
 mod pbs;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod source;
 mod store;
 mod tier;

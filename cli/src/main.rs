@@ -10,6 +10,7 @@ mod info;
 mod interrupt;
 mod progress;
 mod restore;
+mod serve_http;
 mod serve_nbd;
 mod store;
 mod verify;
@@ -45,6 +46,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Serve images as read-only NBD exports (qemu, qemu-img, nbdcopy, the kernel's nbd).
     ServeNbd(serve_nbd::ServeNbdArgs),
+    /// Serve a store's chunks read-only over HTTP, in the casync and PBS layouts.
+    ServeHttp(serve_http::ServeHttpArgs),
     /// Describe a chunk index (.fidx, .didx, .caibx, .caidx): format, sizes, chunks, dedup.
     Info(info::InfoArgs),
     /// Run the whole job on a built-in sample image and print the figures.
@@ -121,6 +124,7 @@ async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure>
         Command::Verify(args) => verify::run(args, quiet, stop).await,
         Command::Info(args) => info::run(args),
         Command::ServeNbd(args) => serve_nbd::run(args, quiet, stop).await,
+        Command::ServeHttp(args) => serve_http::run(args, quiet, stop).await,
         Command::Demo(args) => demo::run(args, quiet, stop).await,
     }
 }
