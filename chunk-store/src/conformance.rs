@@ -285,3 +285,97 @@ async fn check_torn_chunks(target: &dyn ConformanceTarget, source: &ChunkSource)
         assert!(source.read(&digest, plaintext.len()).await.unwrap() == plaintext);
     }
 }
+
+/// A read-only store under test (one over HTTP), with the writable store it serves.
+pub trait ReadOnlyTarget: Send + Sync {
+    /// The read-only store.
+    fn store(&self) -> Arc<dyn ChunkStore>;
+
+    /// The store whose chunks it serves (the folder behind the web server).
+    fn backing(&self) -> Arc<dyn ChunkStore>;
+
+    /// The digest algorithm of the chunks (SHA-256 unless overridden).
+    fn algorithm(&self) -> DigestAlgorithm {
+        DigestAlgorithm::Sha256
+    }
+
+    /// Overwrites the backing bytes of `digest` with bytes that do not decode to its plaintext.
+    fn damage(&self, digest: &Digest);
+}
+
+/// Runs the checks a read-only store can pass: every read is verified and right, presence is
+/// told, missing, corrupt and mislabelled chunks are the right errors, concurrent reads agree,
+/// and writes are refused. Needs a multi-threaded tokio runtime.
+///
+/// # Panics
+/// On the first failed check, with a message naming it.
+pub async fn check_read_only_store(target: &dyn ReadOnlyTarget) {
+    let algorithm = target.algorithm();
+    let writer = ChunkSource::new(target.backing(), algorithm);
+    let reader = ChunkSource::new(target.store(), algorithm);
+    let store = reader.store();
+    let mut stored = Vec::new();
+    for (seed, len) in [(1u64, 0usize), (2, 1), (3, 100), (4, 4 << 20), (5, 70_000)] {
+        let plaintext = sample_chunk(seed, len);
+        let (digest, _) = writer.write(plaintext.clone()).await.unwrap();
+        let read = reader.read(&digest, len).await.unwrap();
+        assert!(read == plaintext, "read-only round trip of {len} bytes");
+        assert!(store.contains(&digest).await.unwrap(), "contains {len}");
+        assert!(store.touch(&digest).await.unwrap(), "touch {len}");
+        stored.push((digest, plaintext));
+    }
+    let absent = algorithm.digest(b"never stored");
+    let error = reader.read(&absent, 12).await.unwrap_err();
+    assert!(
+        error.is_missing(),
+        "missing chunk gives Missing, got: {error}"
+    );
+    assert!(
+        error.to_string().contains(&**store.name()),
+        "the error names the store: {error}"
+    );
+    assert!(!store.contains(&absent).await.unwrap());
+    assert!(!store.touch(&absent).await.unwrap());
+
+    let (digest, plaintext) = &stored[4];
+    let error = reader.read(digest, plaintext.len() - 1).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::LengthMismatch { .. } | StoreError::Corrupt { .. }
+        ),
+        "a shorter expected length is an error, got: {error}"
+    );
+    let wrong = algorithm.digest(b"another chunk");
+    let encoded = encode_chunk(&sample_chunk(7, 300), target.backing().encoding()).unwrap();
+    target.backing().put(&wrong, encoded).await.unwrap();
+    let error = reader.read(&wrong, 300).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::DigestMismatch { .. }),
+        "mislabelled chunk: {error}"
+    );
+
+    let reads: Vec<_> = (0..32)
+        .map(|i| {
+            let (reader, (digest, plaintext)) = (reader.clone(), stored[i % stored.len()].clone());
+            tokio::spawn(async move {
+                assert!(reader.read(&digest, plaintext.len()).await.unwrap() == plaintext);
+            })
+        })
+        .collect();
+    for read in reads {
+        read.await.unwrap();
+    }
+
+    let (digest, plaintext) = &stored[2];
+    target.damage(digest);
+    let error = reader.read(digest, plaintext.len()).await.unwrap_err();
+    assert!(
+        error.is_bad_chunk(),
+        "a damaged chunk is corrupt, got: {error}"
+    );
+
+    let refused = store.put(&absent, vec![1, 2, 3]).await;
+    assert!(refused.is_err(), "a read-only store refuses puts");
+    assert!(!target.backing().contains(&absent).await.unwrap());
+}

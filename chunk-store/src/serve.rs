@@ -3,7 +3,8 @@
 //! (`/.chunks/XXXX/<id>`, what an HTTP store of cairn reads), whatever the store keeps.
 //!
 //! A chunk kept in the other encoding is re-encoded on the way out (a DataBlob becomes a zstd
-//! casync chunk, and back); its digest stays the store's. `GET` and `HEAD` work, with single
+//! casync chunk, and back); its digest stays the store's. One that does not decode goes out as
+//! it is, for the client to find corrupt. `GET` and `HEAD` work, with single
 //! byte ranges; other methods are 405 and paths outside both layouts 404.
 
 use std::convert::Infallible;
@@ -20,7 +21,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::digest::{Digest, from_hex};
+use crate::blob::MAX_BLOB_SIZE;
+use crate::digest::{Digest, Hex, from_hex};
 use crate::error::StoreError;
 use crate::source::{decode_chunk, encode_chunk};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk};
@@ -273,27 +275,22 @@ async fn chunk_in(
     }
     let name = Arc::clone(store.name());
     let digest = *digest;
-    let recode = move |chunk: EncodedChunk| {
-        let plaintext = decode_chunk(&chunk, crate::blob::MAX_BLOB_SIZE).map_err(|source| {
-            StoreError::Corrupt {
-                store: Arc::clone(&name),
-                digest: crate::digest::Hex(digest),
-                location: chunk.location.clone(),
-                source,
-            }
-        })?;
-        encode_chunk(&plaintext, wanted).map_err(|source| StoreError::Encode {
+    // A chunk that does not decode is passed on as it is: the client's decoder then reports
+    // it corrupt, which it is, instead of the server failing as if it were down.
+    let recode = move |chunk: EncodedChunk| match decode_chunk(&chunk, MAX_BLOB_SIZE) {
+        Ok(plaintext) => encode_chunk(&plaintext, wanted).map_err(|source| StoreError::Encode {
             store: name,
-            digest: crate::digest::Hex(digest),
+            digest: Hex(digest),
             source,
-        })
+        }),
+        Err(_) => Ok(chunk.bytes),
     };
     let encoded = match tokio::task::spawn_blocking(move || recode(chunk)).await {
         Ok(result) => result?,
         Err(join) => {
             return Err(StoreError::DecodeTask {
                 store: Arc::clone(store.name()),
-                digest: crate::digest::Hex(digest),
+                digest: Hex(digest),
                 message: join.to_string(),
             });
         }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_chunk_store::conformance::sample_chunk;
+use cairn_chunk_store::conformance::{ReadOnlyTarget, check_read_only_store, sample_chunk};
 use cairn_chunk_store::*;
 
 /// `python3 -m http.server` over `dir`, killed on drop.
@@ -143,4 +143,72 @@ async fn an_unreachable_server_is_unavailable_and_urls_are_checked() {
     let error = store.get(&[1u8; 32]).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
     assert!(HttpStore::new("ftp://example/x", &HttpOptions::default()).is_err());
+}
+
+/// An HTTP store over a local store published by a web server.
+struct OverHttp {
+    backing: Arc<dyn ChunkStore>,
+    store: HttpStore,
+    algorithm: DigestAlgorithm,
+    damage: Box<dyn Fn(&Digest) + Send + Sync>,
+}
+
+impl ReadOnlyTarget for OverHttp {
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(self.store.clone())
+    }
+    fn backing(&self) -> Arc<dyn ChunkStore> {
+        Arc::clone(&self.backing)
+    }
+    fn algorithm(&self) -> DigestAlgorithm {
+        self.algorithm
+    }
+    fn damage(&self, digest: &Digest) {
+        (self.damage)(digest);
+    }
+}
+
+fn flip_last_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_layouts_over_a_web_server_pass_the_read_only_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = WebServer::start(dir.path()) else {
+        return;
+    };
+    let pbs = PbsDatastore::create(dir.path().join("datastore")).unwrap();
+    let castr = CastrStore::create(dir.path().join("default.castr")).unwrap();
+    let (p, c) = (pbs.clone(), castr.clone());
+    let targets = [
+        OverHttp {
+            backing: Arc::new(pbs),
+            store: HttpStore::new(
+                &format!("{}/datastore", server.url),
+                &HttpOptions::default(),
+            )
+            .unwrap(),
+            algorithm: DigestAlgorithm::Sha256,
+            damage: Box::new(move |d| flip_last_byte(&p.chunk_path(d))),
+        },
+        OverHttp {
+            backing: Arc::new(castr),
+            store: HttpStore::new(
+                &format!("{}/default.castr", server.url),
+                &HttpOptions::default(),
+            )
+            .unwrap(),
+            algorithm: DigestAlgorithm::Sha512_256,
+            damage: Box::new(move |d| {
+                std::fs::write(c.chunk_path(d), b"\x28\xb5\x2f\xfd broken frame").unwrap();
+            }),
+        },
+    ];
+    for target in &targets {
+        check_read_only_store(target).await;
+    }
 }

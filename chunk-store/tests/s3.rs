@@ -334,3 +334,60 @@ async fn a_truncated_body_is_retried_or_a_typed_error_never_bad_bytes() {
     );
     assert!(!error.is_missing(), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_tier_keeps_nothing_from_a_cut_short_download() {
+    let server = Server::start("bucket").await;
+    let direct = S3Store::new(
+        "bucket",
+        "ds",
+        ObjectLayout::Pbs,
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    let writer = ChunkSource::new(Arc::new(direct), DigestAlgorithm::Sha256);
+    let data = sample_chunk(12, 1 << 20);
+    let (digest, _) = writer.write(data.clone()).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+
+    let cut = FaultProxy::start(&upstream(&server), |_, _, _| Fault::Truncate(3000)).await;
+    let tier = DiskTier::open(
+        folder.path(),
+        64 << 20,
+        Arc::new(proxied(&server, &cut, "bucket", 1)),
+    )
+    .unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+    let error = source.read(&digest, data.len()).await.unwrap_err();
+    assert!(!error.is_missing(), "{error}");
+    let stats = tier.stats();
+    assert_eq!((stats.chunks, stats.fills), (0, 0), "{stats:?}");
+    assert!(
+        !folder.path().join(".chunks").exists()
+            || std::fs::read_dir(folder.path().join(".chunks"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing written"
+    );
+
+    // Whole downloads: the tier fills, and the next read needs no download.
+    let whole = FaultProxy::start(&upstream(&server), |_, _, _| Fault::Pass).await;
+    let tier = DiskTier::open(
+        folder.path(),
+        64 << 20,
+        Arc::new(proxied(&server, &whole, "bucket", 1)),
+    )
+    .unwrap();
+    let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+    for _ in 0..3 {
+        assert_eq!(source.read(&digest, data.len()).await.unwrap(), data);
+    }
+    assert_eq!(whole.count("GET", &tier_key(&digest)), 1);
+    assert_eq!(tier.stats().hits, 2);
+}
+
+fn tier_key(digest: &Digest) -> String {
+    let hex = to_hex(digest);
+    format!("ds/.chunks/{}/{hex}", &hex[..4])
+}
