@@ -174,3 +174,68 @@ fn the_disk_cache_fills_from_the_store_serves_next_time_and_shrugs_off_damage() 
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn every_reading_command_reads_through_the_disk_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(3);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    let chunks = chunk_files(&store).len() - 1; // all but the zero chunk
+    let cached = |name: &str| {
+        let folder = dir.path().join(name);
+        if folder.join(".chunks").is_dir() {
+            chunk_files(&folder).len()
+        } else {
+            0
+        }
+    };
+    let with_cache = |command: &str, name: &str, extra: &[&str]| {
+        let folder = dir.path().join(name);
+        let mut args = vec![
+            command,
+            "-q",
+            "--store",
+            s(&store),
+            "--disk-cache",
+            s(&folder),
+        ];
+        args.extend_from_slice(extra);
+        args.push(s(&index));
+        cairn(&args)
+    };
+    let output = dir.path().join("out.img");
+    ok(&cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(&store),
+        "--disk-cache",
+        s(&dir.path().join("restore")),
+        s(&index),
+        s(&output),
+    ]));
+    assert!(std::fs::read(&output).unwrap() == data);
+    let out = with_cache("cat", "cat", &[]);
+    assert!(ok(&out).stdout == data);
+    let out = with_cache("verify", "verify", &[]);
+    ok(&out);
+    for name in ["restore", "cat"] {
+        assert_eq!(cached(name), chunks, "{name}");
+    }
+    // verify checks the zero chunk too.
+    assert_eq!(cached("verify"), chunks + 1);
+    let out = with_cache("read", "read", &["--offset", "0", "--length", "4K"]);
+    assert!(ok(&out).stdout == data[..4096]);
+    assert_eq!(cached("read"), 1);
+    // serve-nbd takes it too (it is only parsed here: the NBD tests read through a server).
+    let out = cairn(&[
+        "serve-nbd",
+        "--store",
+        s(&store),
+        "--disk-cache-size",
+        "lots",
+        s(&index),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`lots` is not a size"));
+}
