@@ -226,7 +226,8 @@ fn every_reading_command_reads_through_the_disk_cache() {
     assert_eq!(cached("verify"), chunks + 1);
     let out = with_cache("read", "read", &["--offset", "0", "--length", "4K"]);
     assert!(ok(&out).stdout == data[..4096]);
-    assert_eq!(cached("read"), 1);
+    // The chunk read, and whatever readahead fetched behind it.
+    assert!((1..=chunks).contains(&cached("read")), "{}", cached("read"));
     // serve-nbd takes it too (it is only parsed here: the NBD tests read through a server).
     let out = cairn(&[
         "serve-nbd",
