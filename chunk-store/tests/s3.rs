@@ -227,7 +227,7 @@ fn proxied(server: &Server, proxy: &FaultProxy, bucket: &str, retries: usize) ->
     let mut options = server.options(SECRET_KEY);
     options.endpoint = Some(proxy.endpoint.clone());
     options.retries = retries;
-    options.timeout = std::time::Duration::from_millis(700);
+    options.timeout = std::time::Duration::from_secs(2);
     S3Store::new(bucket, "ds", ObjectLayout::Pbs, &options).unwrap()
 }
 
@@ -263,7 +263,7 @@ async fn throttling_server_errors_and_stalls_are_retried_and_succeed() {
     let proxy = FaultProxy::start(&upstream(&server), |method, _, n| match (method, n) {
         ("PUT", 0) => Fault::Status(503),
         ("GET", 0) => Fault::Status(500),
-        ("GET", 1) => Fault::Stall(std::time::Duration::from_secs(3)),
+        ("GET", 1) => Fault::Stall(std::time::Duration::from_secs(6)),
         ("HEAD", 0) => Fault::Status(503),
         _ => Fault::Pass,
     })
