@@ -336,10 +336,30 @@ pub async fn backup(
     progress: &(dyn Fn(u64) + Send + Sync),
     cancel: &CancellationToken,
 ) -> Result<Summary, BackupError> {
+    let source = ChunkSource::new(store, layout.digest_algorithm());
+    backup_source(&source, input, index, layout, options, progress, cancel).await
+}
+
+/// Like [`backup`], writing the chunks through `source`: one made with a key
+/// ([`ChunkSource::with_key`]) makes an encrypted backup, as PBS's client does with
+/// `--keyfile` (keyed digests, AES-256-GCM blobs; a PBS layout only).
+///
+/// # Errors
+/// As [`backup`].
+pub async fn backup_source(
+    source: &ChunkSource,
+    input: impl Read + Send + 'static,
+    index: &Path,
+    layout: Layout,
+    options: BackupOptions,
+    progress: &(dyn Fn(u64) + Send + Sync),
+    cancel: &CancellationToken,
+) -> Result<Summary, BackupError> {
     let started = Instant::now();
     let chunker = chunker_of(layout)?;
     let mut writer = writer_of(layout, index)?;
-    let source = ChunkSource::new(Arc::clone(&store), layout.digest_algorithm());
+    let source = source.clone();
+    let store = Arc::clone(source.store());
     // Reading and cutting run on a thread of their own, a few chunks ahead of the writers. It
     // is not waited for on a cancel: it may be blocked reading a pipe, and holds no file.
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);

@@ -109,6 +109,33 @@ fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
 /// [`CodecError::UnknownFormat`], [`CodecError::Truncated`], [`CodecError::TooLarge`],
 /// [`CodecError::CrcMismatch`], [`CodecError::Encrypted`], [`CodecError::Decompress`].
 pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
+    let (head, payload) = checked_payload(blob)?;
+    let limit = max_len.min(MAX_BLOB_SIZE);
+    match BlobKind::of(head) {
+        Some(BlobKind::Uncompressed) => {
+            if payload.len() > limit {
+                return Err(CodecError::TooLarge {
+                    what: "decoded chunk",
+                    size: payload.len() as u64,
+                    limit: limit as u64,
+                });
+            }
+            Ok(payload.to_vec())
+        }
+        Some(BlobKind::Compressed) => decode_zstd(payload, limit),
+        _ => Err(CodecError::Encrypted {
+            magic: if head[..8] == ENCRYPTED_COMPRESSED_BLOB_MAGIC {
+                "encrypted zstd"
+            } else {
+                "encrypted"
+            },
+        }),
+    }
+}
+
+/// The header and payload of a blob of a known magic, after checking its size limits and
+/// its CRC-32 (which covers the payload: the ciphertext of an encrypted blob).
+pub(crate) fn checked_payload(blob: &[u8]) -> Result<(&[u8], &[u8])> {
     let kind = BlobKind::of(blob).ok_or_else(|| CodecError::UnknownFormat {
         found: first_bytes(blob),
     })?;
@@ -135,21 +162,7 @@ pub fn decode_blob(blob: &[u8], max_len: usize) -> Result<Vec<u8>> {
     if expected != actual {
         return Err(CodecError::CrcMismatch { expected, actual });
     }
-    let limit = max_len.min(MAX_BLOB_SIZE);
-    match kind {
-        BlobKind::Uncompressed => {
-            if payload.len() > limit {
-                return Err(CodecError::TooLarge {
-                    what: "decoded chunk",
-                    size: payload.len() as u64,
-                    limit: limit as u64,
-                });
-            }
-            Ok(payload.to_vec())
-        }
-        BlobKind::Compressed => decode_zstd(payload, limit),
-        _ => Err(CodecError::Encrypted),
-    }
+    Ok((head, payload))
 }
 
 /// Decompresses one zstd frame of at most `limit` bytes: a frame that declares more is refused

@@ -62,3 +62,41 @@ pub fn check_casync_chunk_bytes(data: &[u8]) {
         "round trip"
     );
 }
+
+/// Decrypts the input as an encrypted blob with a fixed key under a size limit (the first two
+/// bytes): never more than the limit and never a panic; and the rest, encrypted, decrypts back.
+///
+/// # Panics
+/// If a codec invariant breaks.
+#[cfg(feature = "crypto")]
+pub fn check_encrypted_blob_bytes(data: &[u8]) {
+    let key = crate::CryptKey::new([0x5a; 32]);
+    let (limit, bytes) = split(data);
+    if let Ok(plaintext) = key.decrypt(bytes, limit) {
+        assert!(plaintext.len() <= limit, "decrypted past the limit {limit}");
+    }
+    let blob = key
+        .encrypt(bytes)
+        .unwrap_or_else(|e| panic!("encrypting failed: {e}"));
+    assert_eq!(
+        key.decrypt(&blob, bytes.len()).ok().as_deref(),
+        Some(bytes),
+        "round trip"
+    );
+}
+
+/// Takes the input as a key file: parsing never panics, and a file that parses writes out as
+/// JSON that parses to the same protection, data and fingerprint.
+///
+/// # Panics
+/// If that breaks.
+#[cfg(feature = "crypto")]
+pub fn check_key_file_bytes(data: &[u8]) {
+    if let Ok(file) = crate::KeyFile::parse(data) {
+        let again = crate::KeyFile::parse(file.to_json().as_bytes())
+            .unwrap_or_else(|e| panic!("a parsed key file does not parse again: {e}"));
+        assert_eq!(again.kdf(), file.kdf());
+        assert_eq!(again.fingerprint(), file.fingerprint());
+        assert_eq!(again.to_json(), file.to_json());
+    }
+}

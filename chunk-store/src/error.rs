@@ -251,9 +251,23 @@ pub enum CodecError {
         /// The CRC of the payload.
         actual: u32,
     },
-    /// An encrypted PBS blob; decryption needs the key.
-    #[error("encrypted chunk: key required")]
-    Encrypted,
+    /// An encrypted PBS blob, read without a key.
+    #[error(
+        "encrypted chunk ({magic} blob magic): key required (give the backup's key with --keyfile)"
+    )]
+    Encrypted {
+        /// Which of the two encrypted magics the blob has.
+        magic: &'static str,
+    },
+    /// Encrypted chunks can only be PBS blobs; a casync store cannot hold them.
+    #[error("encrypted chunks need a PBS datastore: casync stores have no encrypted format")]
+    NotEncryptable,
+    /// AES-GCM refused the blob: it was encrypted with another key, or changed since.
+    #[error("decryption failed: wrong key or tampered chunk")]
+    Decrypt,
+    /// The system's random source failed (for an IV).
+    #[error("no random bytes for an IV: {0}")]
+    Random(String),
     /// Too large to accept: over the 128 MiB blob limit or over the expected decoded length.
     #[error("{what} of {size} bytes is over the limit of {limit}")]
     TooLarge {

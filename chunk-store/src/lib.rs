@@ -37,6 +37,8 @@ mod chain;
 pub mod codec_checks;
 #[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(feature = "crypto")]
+mod crypt;
 mod digest;
 mod error;
 #[cfg(feature = "testing")]
@@ -44,6 +46,8 @@ pub mod fault;
 mod fs;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "crypto")]
+mod keyfile;
 mod memory;
 #[cfg(feature = "remote")]
 mod object;
@@ -61,10 +65,14 @@ pub use crate::blob::{decode_blob, encode_blob, encode_blob_uncompressed};
 pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 pub use crate::chain::{RejectReport, StoreChain};
+#[cfg(feature = "crypto")]
+pub use crate::crypt::{CryptKey, Fingerprint};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
 pub use crate::error::{CodecError, Location, RemoteError, Result, StoreError};
 #[cfg(feature = "http")]
 pub use crate::http::{HttpOptions, HttpStore};
+#[cfg(feature = "crypto")]
+pub use crate::keyfile::{Kdf, KeyError, KeyFile, MIN_PASSPHRASE, rfc3339_utc};
 pub use crate::memory::MemoryStore;
 #[cfg(feature = "remote")]
 pub use crate::object::ObjectLayout;

@@ -81,6 +81,42 @@ pub struct ChunkSource {
     store: Arc<dyn ChunkStore>,
     algorithm: DigestAlgorithm,
     cpu: Arc<Semaphore>,
+    key: Key,
+}
+
+/// The encryption key of a source, when the crate has encryption.
+#[cfg(feature = "crypto")]
+type Key = Option<Arc<crate::crypt::CryptKey>>;
+#[cfg(not(feature = "crypto"))]
+type Key = Option<std::convert::Infallible>;
+
+/// Decodes `chunk`, decrypting with `key` if there is one.
+fn decode_keyed(key: &Key, chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u8>, CodecError> {
+    #[cfg(feature = "crypto")]
+    if let Some(key) = key
+        && chunk.encoding == ChunkEncoding::PbsBlob
+    {
+        return key.decrypt(&chunk.bytes, max_len);
+    }
+    let _ = key;
+    decode_chunk(chunk, max_len)
+}
+
+/// Encodes `plaintext` for `encoding`, encrypting with `key` if there is one.
+fn encode_keyed(
+    key: &Key,
+    plaintext: &[u8],
+    encoding: ChunkEncoding,
+) -> Result<Vec<u8>, CodecError> {
+    #[cfg(feature = "crypto")]
+    if let Some(key) = key {
+        return match encoding {
+            ChunkEncoding::PbsBlob => key.encrypt(plaintext),
+            _ => Err(CodecError::NotEncryptable),
+        };
+    }
+    let _ = key;
+    encode_chunk(plaintext, encoding)
 }
 
 impl ChunkSource {
@@ -103,7 +139,19 @@ impl ChunkSource {
             store,
             algorithm,
             cpu: Arc::new(Semaphore::new(threads.max(1))),
+            key: None,
         }
+    }
+
+    /// Chunks encrypted with `key`, as PBS's client encrypts them: reads decrypt (plain blobs
+    /// still decode), writes encrypt, and digests are the key's
+    /// ([`CryptKey::digest_algorithm`](crate::CryptKey::digest_algorithm)).
+    #[cfg(feature = "crypto")]
+    #[must_use]
+    pub fn with_key(mut self, key: Arc<crate::crypt::CryptKey>) -> Self {
+        self.algorithm = key.digest_algorithm();
+        self.key = Some(key);
+        self
     }
 
     /// The store underneath.
@@ -169,9 +217,10 @@ impl ChunkSource {
         let algorithm = self.algorithm;
         let location = encoded.location.clone();
         let wanted = *digest;
+        let key = self.key.clone();
         let (decoded, sound) = self
             .on_cpu(digest, move || {
-                let decoded = decode_chunk(&encoded, expected_len).map(|plaintext| {
+                let decoded = decode_keyed(&key, &encoded, expected_len).map(|plaintext| {
                     let actual =
                         (plaintext.len() == expected_len).then(|| algorithm.digest(&plaintext));
                     (plaintext, actual)
@@ -179,7 +228,7 @@ impl ChunkSource {
                 // A length that does not fit may be the caller's (a wrong length in an index):
                 // the chunk is sound if, decoded whole, it has its digest.
                 let sound = matches!(decoded, Ok((_, None)) | Err(CodecError::TooLarge { .. }))
-                    && decode_chunk(&encoded, MAX_BLOB_SIZE)
+                    && decode_keyed(&key, &encoded, MAX_BLOB_SIZE)
                         .is_ok_and(|whole| algorithm.digest(&whole) == wanted);
                 Ok((decoded, sound))
             })
@@ -261,9 +310,10 @@ impl ChunkSource {
         }
         let encoding = self.store.encoding();
         let store = Arc::clone(self.store.name());
+        let key = self.key.clone();
         let encoded = self
             .on_cpu(&digest, move || {
-                encode_chunk(&plaintext, encoding).map_err(|source| StoreError::Encode {
+                encode_keyed(&key, &plaintext, encoding).map_err(|source| StoreError::Encode {
                     store,
                     digest: Hex(digest),
                     source,
@@ -282,6 +332,7 @@ impl ChunkSource {
         let algorithm = self.algorithm;
         let encoding = self.store.encoding();
         let store = Arc::clone(self.store.name());
+        let key = self.key.clone();
         let (digest, encoded) = self
             .on_cpu(&expected.unwrap_or_default(), move || {
                 let digest = algorithm.digest(&plaintext);
@@ -295,12 +346,13 @@ impl ChunkSource {
                         actual: Hex(digest),
                     });
                 }
-                let encoded =
-                    encode_chunk(&plaintext, encoding).map_err(|source| StoreError::Encode {
+                let encoded = encode_keyed(&key, &plaintext, encoding).map_err(|source| {
+                    StoreError::Encode {
                         store,
                         digest: Hex(digest),
                         source,
-                    })?;
+                    }
+                })?;
                 Ok((digest, encoded))
             })
             .await?;

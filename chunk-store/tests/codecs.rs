@@ -82,7 +82,7 @@ fn encrypted_blobs_need_a_key() {
         blob.extend_from_slice(&[0; 32]);
         blob.extend_from_slice(&payload);
         let error = decode_blob(&blob, 1000).unwrap_err();
-        assert!(matches!(error, CodecError::Encrypted), "{error}");
+        assert!(matches!(error, CodecError::Encrypted { .. }), "{error}");
         assert_eq!(error.to_string(), "encrypted chunk: key required");
     }
 }

@@ -26,6 +26,9 @@ pub enum DigestAlgorithm {
     Sha256,
     /// SHA-512/256: casync's default.
     Sha512_256,
+    /// SHA-256 of the plaintext followed by a key's 32-byte id key: the digests of a PBS
+    /// backup encrypted on the client, so that they tell nothing without the key.
+    KeyedSha256(IdKey),
 }
 
 impl DigestAlgorithm {
@@ -35,6 +38,7 @@ impl DigestAlgorithm {
         match self {
             Self::Sha256 => "sha256",
             Self::Sha512_256 => "sha512-256",
+            Self::KeyedSha256(_) => "sha256-keyed",
         }
     }
 
@@ -45,6 +49,13 @@ impl DigestAlgorithm {
         match self {
             Self::Sha256 => sha2::Sha256::digest(data).into(),
             Self::Sha512_256 => sha2::Sha512_256::digest(data).into(),
+            Self::KeyedSha256(IdKey(id_key)) => {
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(data);
+                // After the data, as PBS does, so the key cannot be extended past.
+                hasher.update(id_key);
+                hasher.finalize().into()
+            }
         }
     }
 }
@@ -52,6 +63,18 @@ impl DigestAlgorithm {
 impl fmt::Display for DigestAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The 32 bytes a PBS encryption key derives for its chunk digests (see
+/// [`DigestAlgorithm::KeyedSha256`]). It cannot give back the key, but it lets one test
+/// whether a backup holds given data, so `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdKey(pub [u8; 32]);
+
+impl fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdKey(..)")
     }
 }
 

@@ -57,4 +57,4 @@ pub use crate::reader::{
 pub use crate::restore::{
     OutputKind, Progress, RestoreOptions, Restored, restore_to_path, restore_to_writer,
 };
-pub use crate::verify::{BadChunk, VerifyOptions, VerifyReport, verify};
+pub use crate::verify::{BadChunk, VerifyOptions, VerifyReport, verify, verify_source};

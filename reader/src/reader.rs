@@ -295,14 +295,27 @@ impl ChunkReader {
         cache: ChunkCache,
         options: ReaderOptions,
     ) -> Self {
-        let algorithm = index.digest_algorithm();
+        let source = ChunkSource::new(store, index.digest_algorithm());
+        Self::with_source(index, source, cache, options)
+    }
+
+    /// A reader of `index` over chunks from `source` (one made with a key, for an encrypted
+    /// backup: zero chunks are then recognised by the key's digest), using `cache`.
+    #[must_use]
+    pub fn with_source(
+        index: Arc<dyn ChunkIndex>,
+        source: ChunkSource,
+        cache: ChunkCache,
+        options: ReaderOptions,
+    ) -> Self {
+        let algorithm = source.algorithm();
         let fixed_chunk_size = (index.format() == cairn_index::IndexFormat::Fidx)
             .then(|| index.chunk(0).map(|c| c.len()))
             .flatten();
         let zeros = zero_digests(index.as_ref(), algorithm, fixed_chunk_size);
         Self {
             inner: Arc::new(Inner {
-                source: ChunkSource::new(store, algorithm),
+                source,
                 index,
                 cache,
                 zeros,

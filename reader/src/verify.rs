@@ -116,6 +116,21 @@ pub async fn verify(
     cancel: &CancellationToken,
 ) -> Result<VerifyReport, ReaderError> {
     let source = ChunkSource::new(store, index.digest_algorithm());
+    verify_source(index, &source, options, progress, cancel).await
+}
+
+/// Like [`verify`], over chunks from `source` (one made with a key, for an encrypted backup).
+///
+/// # Errors
+/// As [`verify`].
+pub async fn verify_source(
+    index: &dyn ChunkIndex,
+    source: &ChunkSource,
+    options: VerifyOptions,
+    progress: Progress<'_>,
+    cancel: &CancellationToken,
+) -> Result<VerifyReport, ReaderError> {
+    let source = source.clone();
     let mut unique: HashMap<(Digest, u64), Vec<Range<u64>>> = HashMap::new();
     for chunk in index.chunks() {
         unique
