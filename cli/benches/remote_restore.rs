@@ -7,9 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a measurement tool
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::Path;
 use std::time::Instant;
+
+use support::{cairn, demo_image, median, run, scratch, size_and_rounds};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -18,19 +21,6 @@ use s3s::service::S3ServiceBuilder;
 
 const KEY: &str = "bench";
 const SECRET: &str = "bench-secret";
-
-fn cairn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-}
-
-fn run(command: &mut Command) {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -87,29 +77,11 @@ fn restore(store_args: &[&str], index: &Path, output: &Path, endpoint: &str) -> 
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let size = args.first().map_or("1G", String::as_str).to_owned();
-    let rounds: usize = args.get(1).map_or(3, |r| r.parse().unwrap());
-    let dir = tempfile::tempdir_in(
-        std::env::var_os("CAIRN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-    )
-    .unwrap();
+    let (size, rounds) = size_and_rounds();
+    let dir = scratch();
     let work = dir.path();
-    println!("remote_restore: making the {size} demo image");
-    run(cairn()
-        .args(["demo", "-q", "--size", &size, "--keep"])
-        .arg(work.join("demo")));
-    let image = work.join("demo/sample.img");
-    let bytes = std::fs::metadata(&image).unwrap().len();
+    let (image, bytes) = demo_image(work, &size);
     let datastore = work.join("ds");
     let index = work.join("sample.fidx");
     run(cairn()
@@ -117,7 +89,6 @@ fn main() {
         .arg(&datastore)
         .arg(&image)
         .arg(&index));
-    std::fs::remove_dir_all(work.join("demo")).unwrap();
     // The same chunks in a bucket: s3s-fs keeps an object as a file at its key.
     let root = work.join("s3");
     copy_tree(&datastore, &root.join("bench/ds"));

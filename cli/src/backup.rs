@@ -1,10 +1,9 @@
 //! `cairn backup`: cut a file into chunks, store the new ones, write the index.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cairn_backup::{BackupError, BackupOptions, Layout, Summary};
-use cairn_chunk_store::{ChunkStore, DigestAlgorithm, SyncLevel};
+use cairn_chunk_store::{ChunkSource, DigestAlgorithm, SyncLevel};
 use cairn_index::PbsChunker;
 use indicatif::ProgressBar;
 
@@ -130,7 +129,7 @@ pub(crate) fn layout(format: Format, chunk_size: Option<u64>, digest: DigestArg)
 /// Backs `input` up into `store` as `index`, with a progress bar, and says what failed as the
 /// command does: sizes no chunker can use are usage errors.
 pub(crate) async fn backup(
-    store: Arc<dyn ChunkStore>,
+    source: &ChunkSource,
     input: &Path,
     index: &Path,
     layout: Layout,
@@ -140,8 +139,8 @@ pub(crate) async fn backup(
     let file = std::fs::File::open(input)
         .map_err(|e| Failure::data(format!("{}: cannot read: {e}", input.display())))?;
     let progress = |bytes| bar.inc(bytes);
-    let done = cairn_backup::backup(
-        store,
+    let done = cairn_backup::backup_source(
+        source,
         file,
         index,
         layout,
@@ -165,12 +164,18 @@ pub(crate) async fn run(args: &BackupArgs, quiet: bool, stop: &Stop) -> Result<(
     layout
         .check()
         .map_err(|error| Failure::usage(crate::chain(&error)))?;
+    if args.store.key()?.is_some() && args.format == Format::Caibx {
+        return Err(Failure::usage(
+            "--keyfile encrypts PBS backups (fidx, didx); casync has no encrypted format",
+        ));
+    }
     let store = args
         .store
         .create(args.format != Format::Caibx, args.sync.level())?;
+    let source = args.store.source(store, layout.digest_algorithm())?;
     let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
     let bar = progress::bytes(total, "backup", quiet);
-    let summary = backup(store, &args.input, &args.index, layout, &bar, stop).await?;
+    let summary = backup(&source, &args.input, &args.index, layout, &bar, stop).await?;
     bar.finish_and_clear();
     if !quiet {
         eprintln!(

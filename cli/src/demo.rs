@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_chunk_store::{CastrStore, ChunkStore, PbsDatastore, to_hex};
+use cairn_chunk_store::{CastrStore, ChunkSource, ChunkStore, PbsDatastore, to_hex};
 use cairn_index::{ChunkIndex, Index};
 use cairn_reader::{ChunkReader, ReaderOptions, RestoreOptions, restore_to_path};
 use sha2::{Digest as _, Sha256};
@@ -223,15 +223,8 @@ async fn back_up(
 ) -> Result<(), Failure> {
     let bar = progress::bytes(size, "backup", quiet);
     let layout = backup::layout(target.format, None, DigestArg::Sha512_256);
-    let summary = backup::backup(
-        Arc::clone(&target.store),
-        image,
-        &target.index,
-        layout,
-        &bar,
-        stop,
-    )
-    .await?;
+    let source = ChunkSource::new(Arc::clone(&target.store), layout.digest_algorithm());
+    let summary = backup::backup(&source, image, &target.index, layout, &bar, stop).await?;
     bar.finish_and_clear();
     say(format!(
         "  backup → {:<20} {:>5.0} MB/s, {} chunks, {} unique, dedup ratio {:.2}",

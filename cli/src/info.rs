@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use cairn_index::{ChunkIndex, Digest, Hex, Index, OpenOptions};
 use serde_json::{Value, json};
 
+use cairn_chunk_store::rfc3339_utc as rfc3339;
+
 use crate::Failure;
 
 /// Arguments of `cairn info`.
@@ -15,6 +17,11 @@ pub(crate) struct InfoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The PBS encryption key the backup was made with: its fingerprint is shown, and the
+    /// index's digests are the key's (its passphrase from PBS_ENCRYPTION_PASSWORD, else the
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    keyfile: Option<std::path::PathBuf>,
     /// The index file.
     index: PathBuf,
 }
@@ -55,28 +62,6 @@ fn ratio(size: u64, unique_bytes: u64) -> f64 {
     } else {
         size as f64 / unique_bytes as f64
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (proleptic Gregorian, UTC).
-fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 fn report(index: &Index, summary: &Summary, checksum_ok: Option<bool>) -> Value {
@@ -160,6 +145,9 @@ fn text(value: &Value) -> String {
         "digest:",
         value["digest"].as_str().unwrap_or_default().to_owned(),
     );
+    if let Some(fingerprint) = field("key_fingerprint").and_then(Value::as_str) {
+        line("key:", format!("fingerprint {fingerprint}"));
+    }
     if let Some(uuid) = field("uuid").and_then(Value::as_str) {
         line("uuid:", uuid.to_owned());
     }
@@ -219,7 +207,12 @@ pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
     let index = Index::open_with(&args.index, &options).map_err(Failure::error)?;
     let checksum_ok = index.checksum_matches();
     let summary = summarise(index.as_dyn());
-    let value = report(&index, &summary, checksum_ok);
+    let mut value = report(&index, &summary, checksum_ok);
+    if let Some(path) = &args.keyfile {
+        let key = crate::key::load_key(path)?;
+        value["digest"] = Value::String(key.digest_algorithm().name().to_owned());
+        value["key_fingerprint"] = Value::String(key.fingerprint().to_string());
+    }
     let printed = if args.json {
         serde_json::to_string(&value).unwrap_or_default() + "\n"
     } else {

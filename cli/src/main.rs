@@ -8,6 +8,7 @@ mod backup;
 mod demo;
 mod info;
 mod interrupt;
+mod key;
 mod progress;
 mod restore;
 mod serve_http;
@@ -48,6 +49,8 @@ enum Command {
     ServeNbd(serve_nbd::ServeNbdArgs),
     /// Serve a store's chunks read-only over HTTP, in the casync and PBS layouts.
     ServeHttp(serve_http::ServeHttpArgs),
+    /// Make and show PBS encryption key files.
+    Key(key::KeyArgs),
     /// Describe a chunk index (.fidx, .didx, .caibx, .caidx): format, sizes, chunks, dedup.
     Info(info::InfoArgs),
     /// Run the whole job on a built-in sample image and print the figures.
@@ -123,6 +126,7 @@ async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure>
         Command::Read(args) => restore::run_read(args).await,
         Command::Verify(args) => verify::run(args, quiet, stop).await,
         Command::Info(args) => info::run(args),
+        Command::Key(args) => key::run(args, quiet),
         Command::ServeNbd(args) => serve_nbd::run(args, quiet, stop).await,
         Command::ServeHttp(args) => serve_http::run(args, quiet, stop).await,
         Command::Demo(args) => demo::run(args, quiet, stop).await,

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use cairn_index::ChunkIndex;
 use cairn_reader::{
-    ChunkReader, OutputKind, ReaderError, ReaderOptions, RestoreOptions, restore_to_path,
-    restore_to_writer,
+    ChunkReader, OutputKind, ReaderError, ReaderOptions, RestoreOptions, chunk_cache,
+    restore_to_path, restore_to_writer,
 };
 use tokio::io::AsyncWriteExt as _;
 
@@ -23,8 +23,9 @@ pub(crate) async fn open_reader(
     options: ReaderOptions,
 ) -> Result<ChunkReader, Failure> {
     let index: Arc<dyn ChunkIndex> = Arc::new(store.open_index(index).await?);
-    let store = store.open()?;
-    Ok(ChunkReader::new(index, store, options))
+    let source = store.source(store.open()?, index.digest_algorithm())?;
+    let cache = chunk_cache(options.cache_bytes);
+    Ok(ChunkReader::with_source(index, source, cache, options))
 }
 
 /// Arguments of `cairn restore`.

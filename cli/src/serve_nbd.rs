@@ -101,7 +101,10 @@ pub(crate) async fn run(args: &ServeNbdArgs, quiet: bool, stop: &Stop) -> Result
                 "two indexes would both be served as `{name}`; serve them from separate commands"
             )));
         }
-        let reader = ChunkReader::with_cache(index, Arc::clone(&store), cache.clone(), options);
+        let source = args
+            .store
+            .source(Arc::clone(&store), index.digest_algorithm())?;
+        let reader = ChunkReader::with_source(index, source, cache.clone(), options);
         exports.push((name, Arc::new(NbdExport::new(reader))));
     }
     let server_options = ServerOptions::default().max_connections(args.max_connections);

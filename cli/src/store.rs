@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_chunk_store::{
-    CastrStore, ChunkStore, DiskTier, HttpOptions, HttpStore, ObjectLayout, PbsDatastore,
-    S3Options, S3Store, StoreChain, SyncLevel,
+    CastrStore, ChunkSource, ChunkStore, CryptKey, DigestAlgorithm, DiskTier, HttpOptions,
+    HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store, StoreChain, SyncLevel,
 };
 
 use cairn_index::{Index, OpenOptions, Origin};
@@ -82,9 +82,43 @@ pub(crate) struct StoreArgs {
     /// The most the disk cache holds; least recently used chunks are deleted to stay within it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4GiB")]
     disk_cache_size: u64,
+    /// The PBS encryption key of the backup (a key file of `proxmox-backup-client key create`
+    /// or `cairn key create`); its passphrase comes from PBS_ENCRYPTION_PASSWORD, else the
+    /// terminal.
+    #[arg(long, value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+    /// The key, once opened.
+    #[arg(skip)]
+    key: std::sync::OnceLock<Arc<CryptKey>>,
 }
 
 impl StoreArgs {
+    /// The `--keyfile` key, opened (and its passphrase asked) once.
+    pub(crate) fn key(&self) -> Result<Option<Arc<CryptKey>>, Failure> {
+        let Some(path) = &self.keyfile else {
+            return Ok(None);
+        };
+        if let Some(key) = self.key.get() {
+            return Ok(Some(Arc::clone(key)));
+        }
+        let key = crate::key::load_key(path)?;
+        Ok(Some(Arc::clone(self.key.get_or_init(|| key))))
+    }
+
+    /// Verified chunks of `store` for an index whose digests use `algorithm`, decrypted and
+    /// with the key's digests when there is a `--keyfile`.
+    pub(crate) fn source(
+        &self,
+        store: Arc<dyn ChunkStore>,
+        algorithm: DigestAlgorithm,
+    ) -> Result<ChunkSource, Failure> {
+        let source = ChunkSource::new(store, algorithm);
+        Ok(match self.key()? {
+            Some(key) => source.with_key(key),
+            None => source,
+        })
+    }
+
     /// Opens the stores for reading.
     pub(crate) fn open(&self) -> Result<Arc<dyn ChunkStore>, Failure> {
         let stores = self

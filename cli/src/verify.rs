@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cairn_chunk_store::{CodecError, StoreError, to_hex};
 use cairn_index::ChunkIndex as _;
-use cairn_reader::{VerifyOptions, VerifyReport, verify};
+use cairn_reader::{VerifyOptions, VerifyReport, verify_source};
 use serde_json::json;
 
 use crate::Failure;
@@ -64,7 +64,10 @@ pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(
         let bar = progress::bytes(index.image_size(), "verify", quiet || args.json);
         let progress = |bytes| bar.inc(bytes);
         let options = VerifyOptions::default().concurrency(VERIFY_CONCURRENCY);
-        let report = verify(&index, Arc::clone(&store), options, &progress, stop.token())
+        let source = args
+            .store
+            .source(Arc::clone(&store), index.digest_algorithm())?;
+        let report = verify_source(&index, &source, options, &progress, stop.token())
             .await
             .map_err(|e| crate::restore::failure(e).context(path))?;
         bar.finish_and_clear();

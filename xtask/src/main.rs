@@ -122,26 +122,29 @@ fn ci() -> StepResult {
                 &[("RUSTFLAGS", "--cfg shuttle")],
             )
         }),
-        ("benches build (cargo bench --bench '*' --no-run, the cli's excepted)", || {
-            // The bench targets only: building every library and binary in the bench profile
-            // as well would compile the whole workspace (the S3 client too) a second time in
-            // release, for nothing the benchmarks use. The cli's `remote_restore` drives the
-            // release binary and an S3 server, so building it means all of that in release
-            // (five minutes on a fresh machine); clippy's `--all-targets` step compiles it.
-            cargo(
-                &[
-                    "bench",
-                    "--workspace",
-                    "--exclude",
-                    "cairn",
-                    "--bench",
-                    "*",
-                    "--no-run",
-                    "--locked",
-                ],
-                &[],
-            )
-        }),
+        (
+            "benches build (cargo bench --bench '*' --no-run, the cli's excepted)",
+            || {
+                // The bench targets only: building every library and binary in the bench profile
+                // as well would compile the whole workspace (the S3 client too) a second time in
+                // release, for nothing the benchmarks use. The cli's `remote_restore` drives the
+                // release binary and an S3 server, so building it means all of that in release
+                // (five minutes on a fresh machine); clippy's `--all-targets` step compiles it.
+                cargo(
+                    &[
+                        "bench",
+                        "--workspace",
+                        "--exclude",
+                        "cairn",
+                        "--bench",
+                        "*",
+                        "--no-run",
+                        "--locked",
+                    ],
+                    &[],
+                )
+            },
+        ),
         ("layering check", layering_step),
         ("fuzz build and smoke (every target, 15 s each)", || {
             if !fuzz::present() {
