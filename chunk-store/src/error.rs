@@ -252,9 +252,7 @@ pub enum CodecError {
         actual: u32,
     },
     /// An encrypted PBS blob, read without a key.
-    #[error(
-        "encrypted chunk ({magic} blob magic): key required (give the backup's key with --keyfile)"
-    )]
+    #[error("encrypted chunk ({magic} blob magic): key required")]
     Encrypted {
         /// Which of the two encrypted magics the blob has.
         magic: &'static str,

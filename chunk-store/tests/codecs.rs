@@ -83,7 +83,15 @@ fn encrypted_blobs_need_a_key() {
         blob.extend_from_slice(&payload);
         let error = decode_blob(&blob, 1000).unwrap_err();
         assert!(matches!(error, CodecError::Encrypted { .. }), "{error}");
-        assert_eq!(error.to_string(), "encrypted chunk: key required");
+        let kind = if magic == ENCRYPTED_BLOB_MAGIC {
+            "encrypted"
+        } else {
+            "encrypted zstd"
+        };
+        assert_eq!(
+            error.to_string(),
+            format!("encrypted chunk ({kind} blob magic): key required")
+        );
     }
 }
 
