@@ -337,3 +337,73 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn serve_nbd_serves_an_encrypted_backup_with_its_key() {
+    let Some(nbdcopy) = tool("nbdcopy") else {
+        return;
+    };
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    ok(&keyed(
+        &["key", "create", "-q", "--kdf", "pbkdf2", s(&key)],
+        PASSPHRASE,
+    ));
+    let data = mixed_image(4);
+    let input = dir.path().join("disk.img");
+    std::fs::write(&input, &data).unwrap();
+    let store = dir.path().join("ds");
+    let index = dir.path().join("disk.img.fidx");
+    ok(&keyed(
+        &[
+            "backup",
+            "-q",
+            "--store",
+            s(&store),
+            "--keyfile",
+            s(&key),
+            s(&input),
+            s(&index),
+        ],
+        PASSPHRASE,
+    ));
+    let mut server = cairn_command(&[
+        "serve-nbd",
+        "--store",
+        s(&store),
+        "--keyfile",
+        s(&key),
+        "--listen",
+        "127.0.0.1:0",
+        s(&index),
+    ])
+    .env("PBS_ENCRYPTION_PASSWORD", PASSPHRASE)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut banner = String::new();
+    std::io::BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("nbd://"))
+        .unwrap_or_else(|| panic!("no URL in {banner:?}"))
+        .trim_end_matches(';')
+        .to_owned();
+    let copied = dir.path().join("copied.img");
+    let out = Command::new(nbdcopy)
+        .arg(&url)
+        .arg(&copied)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        std::fs::read(&copied).unwrap() == data,
+        "served image differs"
+    );
+}
