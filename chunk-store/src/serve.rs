@@ -222,7 +222,8 @@ async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok());
-    let (status, body) = match span(range, len) {
+    let part = span(range, len);
+    let (status, body) = match part {
         Span::Whole => (StatusCode::OK, body),
         Span::Part(start, end) => (
             StatusCode::PARTIAL_CONTENT,
@@ -250,7 +251,7 @@ async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response
     if let Ok(value) = HeaderValue::from_str(&body.len().to_string()) {
         headers.insert(header::CONTENT_LENGTH, value);
     }
-    if let Span::Part(start, end) = span(range, len)
+    if let Span::Part(start, end) = part
         && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
     {
         headers.insert(header::CONTENT_RANGE, value);
