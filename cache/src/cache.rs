@@ -1,9 +1,11 @@
 //! The cache: sharded recency lists, one global weight budget, and fetches that run as tasks.
 //!
 //! Locking, in one place:
-//! - Each shard has a mutex over its list, its in-flight fetches and its hit counters. A lookup
-//!   takes only its key's shard lock, so lookups of keys in different shards never wait on each
-//!   other.
+//! - Each shard has a read-write lock over its list and its in-flight fetches. A lookup takes
+//!   only its key's shard lock, so lookups of keys in different shards never wait on each other;
+//!   a hit that does not move its entry (see [`Cache`] on promotion) takes it for reading only,
+//!   so hits in one shard do not wait on each other either. Hits are counted in an atomic of
+//!   the shard, everything else that changes under the write lock.
 //! - Weight only grows under `insert_lock`, which the storing side (insert, a fetch finishing,
 //!   a capacity change) takes before any shard lock. Whoever holds it evicts until the new entry
 //!   fits, then adds it, so the cached weight never exceeds the capacity. A thread holds two shard
@@ -25,7 +27,7 @@ use crate::error::{CacheError, SharedError};
 use crate::fetch::Fetch;
 use crate::lru::{EMPTY_TICK, Lru, Node};
 use crate::stats::CacheStats;
-use crate::sync::{AtomicU64, Mutex, Ordering, Outcome, Spawner, lock};
+use crate::sync::{AtomicU64, Mutex, Ordering, Outcome, RwLock, Spawner, lock, read, write};
 use crate::weighter::{UnitWeighter, Weighter, effective_weight};
 
 /// An async LRU cache that fetches each missing key once, shared by cheap clones.
@@ -38,14 +40,24 @@ use crate::weighter::{UnitWeighter, Weighter, effective_weight};
 /// - Entries are weighed by a [`Weighter`]; the total weight of cached entries never exceeds the
 ///   capacity. Eviction takes the least recently used entry first. A value heavier than the whole
 ///   capacity is handed to its callers but not kept; capacity 0 keeps nothing but still
-///   coalesces fetches.
+///   coalesces fetches. Every new entry is admitted (no admission filter), so a one-pass scan,
+///   such as a restore, is cached.
+///
+/// # Promotion: what a hit moves
+/// Entries are kept in order of their last *move*: an insertion puts an entry at the front, and
+/// a hit moves it to the front only if it is no longer recent, that is when more insertions
+/// happened since its last move than a quarter of the number of cached entries. A hit of a
+/// recent entry changes nothing but the hit counter, so it takes its shard's lock for reading
+/// and writes nothing shared. The price is bounded: an entry used while it was recent is kept
+/// through at most a quarter of the entry count fewer insertions than an exact LRU would keep it.
 ///
 /// # What "least recently used" means with several shards
-/// Keys are spread over shards by hash; a lookup locks only its shard. Within a shard, recency is
-/// exact. Across shards, eviction takes the shard tail with the oldest use on a cache-wide clock
-/// that advances on every insertion: two uses in different shards between the same pair of
-/// insertions count as simultaneous. With one shard ([`CacheBuilder::shards`]) the cache is an
-/// exact LRU; the property tests check it against a reference model that way.
+/// Keys are spread over shards by hash; a lookup locks only its shard. Within a shard, the order
+/// is exactly the one above. Across shards, eviction takes the shard tail with the oldest move
+/// on a cache-wide clock that advances on every insertion: two moves in different shards between
+/// the same pair of insertions count as simultaneous. With one shard ([`CacheBuilder::shards`])
+/// the order is exact; the property tests check it against a reference model
+/// (`LruModel`, feature `testing`) that way.
 ///
 /// # What bounds the fetches in flight
 /// In-flight fetches are not part of the weight. There is at most one per key, and one is
@@ -106,8 +118,8 @@ impl CacheBuilder<UnitWeighter> {
 impl<W> CacheBuilder<W> {
     /// The number of shards, rounded up to a power of two (at least 1, at most 1024).
     ///
-    /// The default is four per available core (at least 4, at most 64). One shard makes the
-    /// cache an exact LRU at the price of one lock for all lookups.
+    /// The default is eight per available core (at least 16, at most 128). One shard makes the
+    /// order exact across all keys at the price of one lock for all lookups.
     #[must_use]
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
@@ -161,7 +173,7 @@ impl<W> CacheBuilder<W> {
 
 fn default_shards() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    (cores * 4).clamp(4, 64)
+    (cores * 8).clamp(16, 128)
 }
 
 struct Inner<K, V, W> {
@@ -188,7 +200,9 @@ struct Inner<K, V, W> {
 /// One shard, on cache lines of its own so two cores using two shards do not share memory.
 #[repr(align(128))]
 struct Shard<K, V> {
-    state: Mutex<ShardState<K, V>>,
+    state: RwLock<ShardState<K, V>>,
+    /// Hits, counted outside the lock so a read-locked hit can count itself.
+    hits: AtomicU64,
     /// The tick of this shard's least recently used entry ([`EMPTY_TICK`] when empty), published
     /// under the shard lock so eviction can choose a shard without locking them all.
     tail_tick: AtomicU64,
@@ -197,13 +211,13 @@ struct Shard<K, V> {
 impl<K, V> Default for Shard<K, V> {
     fn default() -> Self {
         Self {
-            state: Mutex::new(ShardState {
+            state: RwLock::new(ShardState {
                 lru: Lru::default(),
                 in_flight: HashTable::new(),
-                hits: 0,
                 misses: 0,
                 coalesced: 0,
             }),
+            hits: AtomicU64::new(0),
             tail_tick: AtomicU64::new(EMPTY_TICK),
         }
     }
@@ -212,7 +226,6 @@ impl<K, V> Default for Shard<K, V> {
 struct ShardState<K, V> {
     lru: Lru<K, V>,
     in_flight: HashTable<InFlight<K, V>>,
-    hits: u64,
     misses: u64,
     coalesced: u64,
 }
@@ -224,6 +237,15 @@ struct InFlight<K, V> {
     /// Tells this fetch from a later one of the same key.
     id: u64,
     outcome: Arc<Outcome<V>>,
+}
+
+/// What a read-locked lookup found.
+enum ReadHit<V> {
+    /// A hit of a recent entry: nothing to move.
+    Recent(V),
+    /// A hit that must move the entry, under the write lock.
+    Stale,
+    Absent,
 }
 
 /// What a lookup found.
@@ -301,8 +323,11 @@ where
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(&key);
         let shard = inner.shard(hash);
+        if let Some(value) = inner.recent_hit(shard, hash, &key) {
+            return Ok(Lookup::Hit(value));
+        }
         let (fetch_id, sender, outcome, runtime) = {
-            let mut state = lock(&shard.state);
+            let mut state = write(&shard.state);
             if let Some(value) = inner.touch(shard, &mut state, hash, &key) {
                 return Ok(Lookup::Hit(value));
             }
@@ -352,7 +377,8 @@ where
         Ok(Lookup::Wait(outcome))
     }
 
-    /// The cached value of `key`, made most recently used. Never fetches.
+    /// The cached value of `key`, moved to the front if it was no longer recent (see
+    /// [`Cache`] on promotion). Never fetches.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -361,8 +387,14 @@ where
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
         let shard = inner.shard(hash);
-        let mut state = lock(&shard.state);
-        inner.touch(shard, &mut state, hash, key)
+        match inner.read_hit(shard, hash, key) {
+            ReadHit::Recent(value) => Some(value),
+            ReadHit::Absent => None,
+            ReadHit::Stale => {
+                let mut state = write(&shard.state);
+                inner.touch(shard, &mut state, hash, key)
+            }
+        }
     }
 
     /// The cached value of `key`, leaving recency and counters as they are.
@@ -373,7 +405,7 @@ where
     {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
-        let state = lock(&inner.shard(hash).state);
+        let state = read(&inner.shard(hash).state);
         state.lru.peek(hash, key).cloned()
     }
 
@@ -385,7 +417,7 @@ where
     {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
-        lock(&inner.shard(hash).state).lru.peek(hash, key).is_some()
+        read(&inner.shard(hash).state).lru.peek(hash, key).is_some()
     }
 
     /// Caches `value` under `key` as the most recently used entry, replacing any value there,
@@ -407,7 +439,7 @@ where
         let hash = inner.hasher.hash_one(key);
         let shard = inner.shard(hash);
         let node = {
-            let mut state = lock(&shard.state);
+            let mut state = write(&shard.state);
             let node = state.lru.remove(hash, key)?;
             inner.forget(shard, &state, &node);
             node
@@ -420,7 +452,7 @@ where
         let inner = &*self.inner;
         for shard in &inner.shards {
             let taken = {
-                let mut state = lock(&shard.state);
+                let mut state = write(&shard.state);
                 let taken = std::mem::take(&mut state.lru);
                 inner
                     .weight
@@ -484,8 +516,8 @@ where
         let inner = &*self.inner;
         let mut stats = CacheStats::default();
         for shard in &inner.shards {
-            let state = lock(&shard.state);
-            stats.hits += state.hits;
+            let state = read(&shard.state);
+            stats.hits += shard.hits.load(Ordering::Relaxed);
             stats.misses += state.misses;
             stats.coalesced += state.coalesced;
             stats.in_flight += state.in_flight.len() as u64;
@@ -516,7 +548,7 @@ where
             .shards
             .iter()
             .map(|shard| {
-                let state = lock(&shard.state);
+                let state = read(&shard.state);
                 state.lru.keys_by_recency().into_iter().cloned().collect()
             })
             .collect()
@@ -535,7 +567,47 @@ where
         &self.shards[usize::try_from(index).unwrap_or(0)]
     }
 
-    /// A hit: the value, made most recent. Counts the hit.
+    /// Whether an entry last moved at `tick` is still recent: at most a quarter of the cached
+    /// entries' number of insertions happened since (insertions advance the clock by 2).
+    fn is_recent(&self, tick: u64) -> bool {
+        let clock = self.clock.load(Ordering::Relaxed);
+        let insertions_since = clock.saturating_sub(tick & !1) / 2;
+        insertions_since <= self.entries.load(Ordering::Relaxed) / 4
+    }
+
+    /// The read-locked part of a lookup: a hit of a recent entry is complete here.
+    fn read_hit<Q>(&self, shard: &Shard<K, V>, hash: u64, key: &Q) -> ReadHit<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let state = read(&shard.state);
+        match state.lru.peek_with_tick(hash, key) {
+            None => ReadHit::Absent,
+            Some((value, tick)) if self.is_recent(tick) => {
+                let value = value.clone();
+                drop(state);
+                shard.hits.fetch_add(1, Ordering::Relaxed);
+                ReadHit::Recent(value)
+            }
+            Some(_) => ReadHit::Stale,
+        }
+    }
+
+    /// A hit of a recent entry, under the read lock; `None` when the write lock is needed.
+    fn recent_hit<Q>(&self, shard: &Shard<K, V>, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        match self.read_hit(shard, hash, key) {
+            ReadHit::Recent(value) => Some(value),
+            ReadHit::Absent | ReadHit::Stale => None,
+        }
+    }
+
+    /// A hit under the write lock: the value, moved to the front unless still recent. Counts
+    /// the hit.
     fn touch<Q>(
         &self,
         shard: &Shard<K, V>,
@@ -547,10 +619,16 @@ where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        let (value, tick) = state.lru.peek_with_tick(hash, key)?;
+        if self.is_recent(tick) {
+            let value = value.clone();
+            shard.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(value);
+        }
         let tick = self.clock.load(Ordering::Relaxed) | 1;
         let (value, tail_changed) = state.lru.get(hash, key, tick)?;
         let value = value.clone();
-        state.hits += 1;
+        shard.hits.fetch_add(1, Ordering::Relaxed);
         if tail_changed {
             shard
                 .tail_tick
@@ -581,14 +659,14 @@ where
             let capacity = self.capacity.load(Ordering::Relaxed);
             {
                 // The key's old value goes first, so it is not counted against the new one.
-                let mut state = lock(&shard.state);
+                let mut state = write(&shard.state);
                 if let Some(old) = state.lru.remove(hash, &key) {
                     self.forget(shard, &state, &old);
                     dropped.push(old);
                 }
             }
             let fits = weight <= capacity && self.evict_until_fits(weight, capacity, &mut dropped);
-            let mut state = lock(&shard.state);
+            let mut state = write(&shard.state);
             if let Some(id) = fetch_id {
                 remove_in_flight(&mut state, hash, &key, id);
             }
@@ -627,7 +705,7 @@ where
                 // Every shard is empty, so the weight is 0 and `need` alone is over capacity.
                 return false;
             };
-            let mut state = lock(&shard.state);
+            let mut state = write(&shard.state);
             if let Some(node) = state.lru.pop_back() {
                 self.forget(shard, &state, &node);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -657,7 +735,7 @@ where
                     Ok(()) => Ok(value),
                     Err(payload) => {
                         self.panics.fetch_add(1, Ordering::Relaxed);
-                        let mut state = lock(&self.shard(hash).state);
+                        let mut state = write(&self.shard(hash).state);
                         remove_in_flight(&mut state, hash, key, fetch_id);
                         drop(state);
                         if self.holds_value_of(hash, key) {
@@ -681,7 +759,7 @@ where
                     _ => &self.fetch_errors,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                let mut state = lock(&self.shard(hash).state);
+                let mut state = write(&self.shard(hash).state);
                 remove_in_flight(&mut state, hash, key, fetch_id);
                 Err(error)
             }
@@ -690,7 +768,7 @@ where
 
     /// Whether `key` has a cached value (after a store that may have panicked part-way).
     fn holds_value_of(&self, hash: u64, key: &K) -> bool {
-        lock(&self.shard(hash).state).lru.peek(hash, key).is_some()
+        read(&self.shard(hash).state).lru.peek(hash, key).is_some()
     }
 }
 
@@ -737,7 +815,7 @@ where
             inner.finish_fetch(hash, &key, fetch_id, outcome)
         }));
         let outcome = finished.unwrap_or_else(|payload| {
-            let mut state = lock(&inner.shard(hash).state);
+            let mut state = write(&inner.shard(hash).state);
             remove_in_flight(&mut state, hash, &key, fetch_id);
             Err(CacheError::Panicked {
                 message: Arc::from(format!(

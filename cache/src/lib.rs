@@ -5,7 +5,8 @@
 //! out or stall without affecting it or each other; its value, error or panic reaches every
 //! waiter, and failures are never cached. Entries are weighed (by count, or by bytes with a
 //! [`Weighter`]) against a capacity that the cached weight never exceeds; the least recently used
-//! entries leave first. Lookups lock only one of several shards and allocate nothing.
+//! entries leave first. Lookups lock only one of several shards and allocate nothing; a hit of a
+//! recent entry takes that lock for reading only and moves nothing (see [`Cache`] on promotion).
 //!
 //! ```
 //! use std::sync::Arc;

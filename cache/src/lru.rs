@@ -96,6 +96,16 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         self.node(index).map(|n| &n.value)
     }
 
+    /// The value of `key` and the tick of its last use, without touching recency.
+    pub(crate) fn peek_with_tick<Q>(&self, hash: u64, key: &Q) -> Option<(&V, u64)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let index = self.find(hash, key)?;
+        self.node(index).map(|n| (&n.value, n.tick))
+    }
+
     /// The value of `key`, made most recent with `tick`. The flag says whether the tail changed.
     pub(crate) fn get<Q>(&mut self, hash: u64, key: &Q, tick: u64) -> Option<(&V, bool)>
     where

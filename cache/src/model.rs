@@ -1,5 +1,6 @@
-//! A deliberately simple reference LRU: what [`Cache`](crate::Cache) must do, one operation at a
-//! time, with no concern for speed.
+//! A deliberately simple reference model: what [`Cache`](crate::Cache) must do, one operation at
+//! a time, with no concern for speed. It is an LRU whose hits move an entry to the front only
+//! when it is no longer recent (the promotion rule of [`Cache`](crate::Cache)).
 //!
 //! The property tests and the fuzz target drive the cache and this model with the same
 //! operations and compare them after each one. It exists only with the `testing` feature.
@@ -8,10 +9,16 @@ use std::future::Future as _;
 
 use crate::weighter::effective_weight;
 
-/// A reference LRU over a `Vec`, most recently used first.
+/// A reference LRU over a `Vec`, most recently moved first.
+///
+/// Each entry remembers the number of insertions made before its last move; a hit moves it to
+/// the front only when more insertions happened since than a quarter of the number of entries.
 #[derive(Debug, Clone)]
 pub struct LruModel<K, V> {
-    entries: Vec<(K, V, u64)>,
+    /// Key, value, weight, insertions counted at the entry's last move.
+    entries: Vec<(K, V, u64, u64)>,
+    /// Insertions so far (values kept; an oversized one is not counted).
+    insertions: u64,
     capacity: u64,
     evictions: u64,
     oversized: u64,
@@ -23,6 +30,7 @@ impl<K: Eq + Clone, V: Clone> LruModel<K, V> {
     pub fn new(capacity: u64) -> Self {
         Self {
             entries: Vec::new(),
+            insertions: 0,
             capacity,
             evictions: 0,
             oversized: 0,
@@ -30,12 +38,18 @@ impl<K: Eq + Clone, V: Clone> LruModel<K, V> {
     }
 
     fn position(&self, key: &K) -> Option<usize> {
-        self.entries.iter().position(|(k, _, _)| k == key)
+        self.entries.iter().position(|(k, _, _, _)| k == key)
     }
 
-    /// The value of `key`, made most recent.
+    /// The value of `key`, moved to the front unless it is still recent.
     pub fn get(&mut self, key: &K) -> Option<V> {
-        let entry = self.entries.remove(self.position(key)?);
+        let index = self.position(key)?;
+        let recent = self.insertions - self.entries[index].3 <= self.entries.len() as u64 / 4;
+        if recent {
+            return Some(self.entries[index].1.clone());
+        }
+        let mut entry = self.entries.remove(index);
+        entry.3 = self.insertions;
         let value = entry.1.clone();
         self.entries.insert(0, entry);
         Some(value)
@@ -59,7 +73,9 @@ impl<K: Eq + Clone, V: Clone> LruModel<K, V> {
             self.entries.pop();
             self.evictions += 1;
         }
-        self.entries.insert(0, (key, value, weight));
+        self.insertions += 1;
+        self.entries
+            .insert(0, (key, value, weight, self.insertions));
     }
 
     /// What `get_or_fetch` does when the fetch would give `fetched`: a hit if cached, else the
@@ -108,7 +124,7 @@ impl<K: Eq + Clone, V: Clone> LruModel<K, V> {
     /// The total weight.
     #[must_use]
     pub fn weight(&self) -> u64 {
-        self.entries.iter().map(|(_, _, w)| w).sum()
+        self.entries.iter().map(|(_, _, w, _)| w).sum()
     }
 
     /// The capacity.
@@ -132,7 +148,7 @@ impl<K: Eq + Clone, V: Clone> LruModel<K, V> {
     /// Keys, most recently used first.
     #[must_use]
     pub fn keys_by_recency(&self) -> Vec<K> {
-        self.entries.iter().map(|(k, _, _)| k.clone()).collect()
+        self.entries.iter().map(|(k, _, _, _)| k.clone()).collect()
     }
 }
 

@@ -9,11 +9,11 @@ use std::task::{Poll, Waker};
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{AtomicU64, Ordering};
 #[cfg(shuttle)]
-pub(crate) use shuttle::sync::{Mutex, MutexGuard};
+pub(crate) use shuttle::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[cfg(not(shuttle))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(shuttle))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::CacheError;
 
@@ -21,6 +21,16 @@ use crate::error::CacheError;
 /// consistent state.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks `rwlock` for reading (poisoning ignored, as for [`lock`]).
+pub(crate) fn read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    rwlock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks `rwlock` for writing (poisoning ignored, as for [`lock`]).
+pub(crate) fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    rwlock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where fetch tasks run.

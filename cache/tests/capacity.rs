@@ -200,3 +200,36 @@ fn stats_count_hits_misses_and_entries() {
     assert_eq!(stats.evictions, 1);
     assert!((stats.hit_ratio() - 0.4).abs() < 1e-9);
 }
+
+/// The promotion rule: a hit of a recent entry moves nothing, a hit of an older one moves it to
+/// the front, and an entry used while recent outlives three quarters of an exact LRU's window.
+#[test]
+fn hits_move_only_entries_that_are_no_longer_recent() {
+    let cache: Cache<u32, u32> = CacheBuilder::new(100).shards(1).build();
+    for k in 0..100 {
+        cache.insert(k, k);
+    }
+    // 99 was inserted last: recent, so a hit leaves the order alone.
+    assert!(cache.get(&99).is_some());
+    assert_eq!(cache.keys_by_recency()[..3], [99, 98, 97]);
+    // 10 was inserted 89 insertions ago, more than a quarter of 100 entries: moved.
+    assert!(cache.get(&10).is_some());
+    assert_eq!(cache.keys_by_recency()[..2], [10, 99]);
+    // 75 is 24 insertions old: still recent, not moved.
+    assert!(cache.get(&75).is_some());
+    assert_eq!(cache.keys_by_recency()[1..3], [99, 98]);
+    assert_eq!(cache.stats().hits, 3);
+    // 75 was used, but while recent. An exact LRU would keep it through 98 more insertions
+    // (99 entries, one of them 10, would be ahead of it); here 25 more are ahead of it (76..=99
+    // and 10), so it is kept through 74, a quarter of the entries fewer, and no fewer.
+    for k in 100..174 {
+        cache.insert(k, k);
+    }
+    assert!(
+        cache.contains(&75),
+        "an entry used while recent left too early"
+    );
+    assert!(cache.contains(&10));
+    cache.insert(174, 174);
+    assert!(!cache.contains(&75));
+}
