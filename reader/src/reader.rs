@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_cache::{Cache, CacheBuilder, CacheStats, Weighter};
@@ -179,6 +179,38 @@ impl SlicedRead {
         self.slices.is_empty()
     }
 
+    /// Adds the part of chunk `info` (its `data`, `None` for zeros) inside `wanted`.
+    fn push(
+        &mut self,
+        info: &ChunkInfo,
+        data: Option<ChunkData>,
+        found: Found,
+        wanted: Range<u64>,
+    ) {
+        let from = info.start.max(wanted.start);
+        let to = info.end.min(wanted.end);
+        if from >= to {
+            return;
+        }
+        match found {
+            Found::Zero => self.zero_chunks += 1,
+            Found::Cached => self.cache_hits += 1,
+            Found::Ahead => self.readahead_hits += 1,
+            Found::Fetched => self.chunks_fetched += 1,
+        }
+        match data {
+            Some(chunk) => {
+                let inside = (from - info.start) as usize;
+                let range = inside..inside + (to - from) as usize;
+                self.slices.push(ImageSlice::Data { chunk, range });
+            }
+            None => match self.slices.last_mut() {
+                Some(ImageSlice::Zeros(run)) => *run += to - from,
+                _ => self.slices.push(ImageSlice::Zeros(to - from)),
+            },
+        }
+    }
+
     /// Copies the bytes into `buf`, which must be at least [`len`](SlicedRead::len) long;
     /// returns the bytes copied.
     fn copy_to(&self, buf: &mut [u8]) -> usize {
@@ -232,15 +264,37 @@ struct Counters {
     readahead_hits: AtomicU64,
 }
 
-/// One stream's sequential-read detection.
+/// One stream's sequential-read detection. A random read touches only the atomics (no lock,
+/// no shared write beyond `next_offset`), so concurrent random readers of one stream do not
+/// queue on each other.
 #[derive(Debug, Default)]
 struct Stream {
     /// Where a sequential read would start next.
-    next_offset: u64,
-    /// Chunks before this one have been read or fetched ahead already.
+    next_offset: AtomicU64,
+    /// Whether `ahead` may hold anything: readahead has run since the stream last moved.
+    active: AtomicBool,
+    /// What readahead did.
+    ahead: Mutex<Ahead>,
+}
+
+/// What a stream's readahead has done since the stream last moved.
+#[derive(Debug, Default)]
+struct Ahead {
+    /// Chunks before this one have been read or fetched ahead already (0: none yet).
     ahead_until: usize,
     /// Digests fetched ahead and not read yet.
     fetched: HashSet<Digest>,
+}
+
+impl Stream {
+    fn ahead(&self) -> std::sync::MutexGuard<'_, Ahead> {
+        self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `digest` was fetched ahead and not read yet; forgets it.
+    fn take_fetched(&self, digest: &Digest) -> bool {
+        self.active.load(Ordering::Relaxed) && self.ahead().fetched.remove(digest)
+    }
 }
 
 /// Random access to the image an index describes, every chunk fetched through a shared cache.
@@ -261,7 +315,7 @@ struct Stream {
 #[derive(Debug, Clone)]
 pub struct ChunkReader {
     inner: Arc<Inner>,
-    stream: Arc<Mutex<Stream>>,
+    stream: Arc<Stream>,
 }
 
 #[derive(Debug)]
@@ -269,7 +323,8 @@ struct Inner {
     index: Arc<dyn ChunkIndex>,
     source: ChunkSource,
     cache: ChunkCache,
-    zeros: HashSet<(Digest, u64)>,
+    /// The zero chunks' digests and lengths: a handful, so a scan beats hashing.
+    zeros: Vec<(Digest, u64)>,
     options: ReaderOptions,
     counters: Counters,
 }
@@ -312,7 +367,9 @@ impl ChunkReader {
         let fixed_chunk_size = (index.format() == cairn_index::IndexFormat::Fidx)
             .then(|| index.chunk(0).map(|c| c.len()))
             .flatten();
-        let zeros = zero_digests(index.as_ref(), algorithm, fixed_chunk_size);
+        let zeros = zero_digests(index.as_ref(), algorithm, fixed_chunk_size)
+            .into_iter()
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 source,
@@ -421,45 +478,31 @@ impl ChunkReader {
             return Ok(SlicedRead::default());
         };
         self.read_ahead(offset, end, last);
-        let fetches = (first..=last).map(|i| {
-            let reader = self.clone();
-            async move {
-                match reader.inner.index.chunk(i) {
-                    Some(info) => reader
-                        .chunk_data(&info, offset.max(info.start))
-                        .await
-                        .map(|(data, found)| Some((info, data, found))),
-                    None => Ok(None),
-                }
-            }
-        });
-        let mut completed = stream::iter(fetches).buffered(self.inner.options.concurrency);
         let mut read = SlicedRead::default();
-        while let Some(result) = completed.next().await {
-            let Some((info, data, found)) = result? else {
-                continue;
-            };
-            let from = info.start.max(offset);
-            let to = info.end.min(end);
-            if from >= to {
-                continue;
+        if first == last {
+            // One chunk (most small reads): no stream of fetches to set up.
+            if let Some(info) = index.chunk(first) {
+                let (data, found) = self.chunk_data(&info, offset).await?;
+                read.push(&info, data, found, offset..end);
             }
-            match found {
-                Found::Zero => read.zero_chunks += 1,
-                Found::Cached => read.cache_hits += 1,
-                Found::Ahead => read.readahead_hits += 1,
-                Found::Fetched => read.chunks_fetched += 1,
-            }
-            match data {
-                Some(chunk) => {
-                    let inside = (from - info.start) as usize;
-                    let range = inside..inside + (to - from) as usize;
-                    read.slices.push(ImageSlice::Data { chunk, range });
+        } else {
+            let fetches = (first..=last).map(|i| {
+                let reader = self.clone();
+                async move {
+                    match reader.inner.index.chunk(i) {
+                        Some(info) => reader
+                            .chunk_data(&info, offset.max(info.start))
+                            .await
+                            .map(|(data, found)| Some((info, data, found))),
+                        None => Ok(None),
+                    }
                 }
-                None => match read.slices.last_mut() {
-                    Some(ImageSlice::Zeros(run)) => *run += to - from,
-                    _ => read.slices.push(ImageSlice::Zeros(to - from)),
-                },
+            });
+            let mut completed = stream::iter(fetches).buffered(self.inner.options.concurrency);
+            while let Some(result) = completed.next().await {
+                if let Some((info, data, found)) = result? {
+                    read.push(&info, data, found, offset..end);
+                }
             }
         }
         self.inner
@@ -518,12 +561,7 @@ impl ChunkReader {
             return Ok((None, Found::Zero));
         }
         let (data, fetched) = self.fetch(info, offset).await?;
-        let was_ahead = self
-            .stream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fetched
-            .remove(&info.digest);
+        let was_ahead = self.stream.take_fetched(&info.digest);
         if was_ahead {
             self.inner
                 .counters
@@ -602,19 +640,22 @@ impl ChunkReader {
         if options.readahead_chunks == 0 {
             return;
         }
+        let stream = &self.stream;
+        if stream.next_offset.swap(end, Ordering::Relaxed) != offset {
+            // Random access: fetch nothing ahead, forget what was (if anything).
+            if stream.active.swap(false, Ordering::Relaxed) {
+                let mut readahead = stream.ahead();
+                readahead.ahead_until = 0;
+                readahead.fetched.clear();
+            }
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let window = {
-            let mut readahead = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
-            let sequential = offset == readahead.next_offset;
-            readahead.next_offset = end;
-            if !sequential {
-                // Random access: fetch nothing ahead, forget what was.
-                readahead.ahead_until = last_chunk + 1;
-                readahead.fetched.clear();
-                return;
-            }
+            let mut readahead = stream.ahead();
+            stream.active.store(true, Ordering::Relaxed);
             let budget = options.readahead_bytes.min(self.inner.cache.capacity() / 2);
             let until = last_chunk
                 .saturating_add(1)

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ReaderError;
 use crate::output::{Target, TemporaryFile, output_error};
-use crate::reader::ChunkReader;
+use crate::reader::{ChunkData, ChunkReader};
 
 /// How a restore writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -288,16 +288,16 @@ async fn write_at_offsets(
     cancel: &CancellationToken,
 ) -> Result<u64, ReaderError> {
     let index = Arc::clone(reader.index());
-    let zero_buffer: Arc<[u8]> = if zeros == Zeros::Write {
+    let zero_buffer: ChunkData = if zeros == Zeros::Write {
         let longest = index
             .chunks()
             .filter(|c| reader.is_zero_chunk(c))
             .map(|c| c.len())
             .max()
             .unwrap_or(0);
-        vec![0u8; usize::try_from(longest).unwrap_or(0)].into()
+        Arc::new(vec![0u8; usize::try_from(longest).unwrap_or(0)])
     } else {
-        Arc::from(Vec::new())
+        Arc::default()
     };
     let path: Arc<Path> = Arc::from(path);
     let jobs = (0..index.chunk_count()).map(|i| {
@@ -314,14 +314,15 @@ async fn write_at_offsets(
             if zero && zeros == Zeros::Skip {
                 return Ok((info.len(), true));
             }
-            let data: Arc<[u8]> = if zero {
+            // The cached chunk itself is written: no copy.
+            let data: ChunkData = if zero {
                 zero_buffer
             } else {
                 let fetched = tokio::select! {
                     fetched = reader.chunk(i) => fetched,
                     () = cancel.cancelled() => return Ok((0, false)),
                 };
-                Arc::from(fetched?.unwrap_or_default().as_slice())
+                fetched?.unwrap_or_default()
             };
             let len = usize::try_from(info.len())
                 .unwrap_or(usize::MAX)

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the one door to cairn's automation. `cargo xtask ci` runs exactly what CI runs.
 
+mod bench;
 mod fuzz;
 mod layering;
 
@@ -14,9 +15,19 @@ tasks:
   ci         everything CI runs, in order, stopping at the first failure:
              fmt check, clippy (-D warnings), tests, docs (-D warnings), the cache's
              shuttle model checking, benches build, layering check, fuzz build and a 15 s
-             smoke run of every fuzz target.
+             smoke run of every fuzz target, and a smoke run of the end-to-end bench
+             (bench --size 64MiB --runs 1 --profile dev).
              The tests run with CAIRN_REQUIRE_SHARED=1 and CAIRN_REQUIRE_INTEROP=1, so a
              missing ../shared test file or a missing casync binary fails instead of skipping
+  bench [--size SIZE] [--runs N] [--profile release|dev] [--out-dir DIR]
+             end to end, side by side in one run on a deterministic mixed image (default
+             1GiB, 3 runs; median and minimum): casync extract against cairn restore from
+             casync make's store, cairn restore from a PBS datastore (.fidx, .didx) and from
+             S3, the decode + verify limit, random 4 KiB read_at (warm and cold, 1/2/8/64
+             tasks), peak RSS of every restore, nbdcopy from serve-nbd and qemu-nbd. Prints
+             a table; writes target/bench/report.md and target/bench/report.json. Restores
+             are written to DIR (default /dev/shm). Needs casync; nbdcopy and qemu-nbd for
+             the NBD rows
   layering   only the layering check (which cairn crate may depend on which)
   fuzz [TARGET] [--seconds N] [--jobs N] [--asan]
              run one fuzz target, or every target in turn, for N seconds each (default 60)
@@ -30,6 +41,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") if args.len() == 1 => ci(),
         Some("layering") if args.len() == 1 => layering_step(),
+        Some("bench") => match bench::BenchOptions::parse(&args[1..]) {
+            Ok(options) => bench::run(&options),
+            Err(message) => {
+                eprintln!("xtask bench: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         Some("fuzz") => match fuzz::FuzzOptions::parse(&args[1..]) {
             Ok(options) => fuzz::run(&options),
             Err(message) => {
@@ -63,7 +81,7 @@ type Step = (&'static str, fn() -> StepResult);
 
 fn ci() -> StepResult {
     let started = Instant::now();
-    let steps: [Step; 8] = [
+    let steps: [Step; 9] = [
         ("format check (cargo fmt --check)", || {
             cargo(&["fmt", "--all", "--check"], &[])
         }),
@@ -152,6 +170,16 @@ fn ci() -> StepResult {
             }
             fuzz::smoke()
         }),
+        (
+            "bench smoke (cargo xtask bench --size 64MiB --runs 1 --profile dev)",
+            || {
+                // The harness end to end on a small image, in the dev profile the tests built
+                // (a release build of the cli would add minutes): every row runs, the report has
+                // every key. The figures of a debug build mean nothing.
+                let args = ["--size", "64MiB", "--runs", "1", "--profile", "dev"].map(String::from);
+                bench::run(&bench::BenchOptions::parse(&args)?)
+            },
+        ),
     ];
     for (index, (name, step)) in steps.iter().enumerate() {
         eprintln!("\n==> [{}/{}] {name}", index + 1, steps.len());
