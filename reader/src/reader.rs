@@ -546,6 +546,46 @@ impl ChunkReader {
         }
     }
 
+    /// The plaintext of chunk `index` for a reader that needs it once (a restore, for a chunk
+    /// the image holds once): from the cache if it is there, else fetched and verified without
+    /// being cached, so it is freed as soon as it is written and costs the cache nothing.
+    pub(crate) async fn chunk_once(&self, index: usize) -> Result<Option<ChunkData>, ReaderError> {
+        let Some(info) = self.inner.index.chunk(index) else {
+            return Ok(None);
+        };
+        if self.is_zero_chunk(&info) {
+            return self.chunk(index).await;
+        }
+        if let Some(data) = self.inner.cache.peek(&info.digest)
+            && data.len() as u64 == info.len()
+        {
+            return Ok(Some(data));
+        }
+        let len = info.len();
+        if len > MAX_BLOB_SIZE as u64 {
+            return Err(ReaderError::ChunkTooLarge {
+                chunk: info.index,
+                len,
+            });
+        }
+        self.inner
+            .counters
+            .chunks_fetched
+            .fetch_add(1, Ordering::Relaxed);
+        let expected = usize::try_from(len).unwrap_or(usize::MAX);
+        match self.inner.source.read(&info.digest, expected).await {
+            Ok(data) => Ok(Some(Arc::new(data))),
+            Err(error) => Err(ReaderError::Chunk {
+                offset: info.start,
+                chunk: info.index,
+                digest: Hex(info.digest),
+                start: info.start,
+                end: info.end,
+                source: ChunkFailure::Store(Arc::new(error)),
+            }),
+        }
+    }
+
     /// The chunk's data, or `None` for a zero chunk, and how it was found. `offset` is for
     /// error messages.
     async fn chunk_data(

@@ -1,12 +1,13 @@
 //! Restore: the whole image, fetched in parallel through a [`ChunkReader`], written where the
 //! caller points and only there.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_index::ChunkIndex;
+use cairn_index::{ChunkIndex, Digest};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
@@ -73,6 +74,39 @@ pub enum OutputKind {
 /// A callback told how many more bytes of the image are done.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
+/// The digests the image holds once: a restore reads them once, so it does not cache them
+/// (only chunks it will meet again take cache space, and the rest is freed once written).
+fn single_use(index: &dyn ChunkIndex) -> HashSet<Digest> {
+    let mut counts: HashMap<Digest, bool> = HashMap::with_capacity(index.chunk_count());
+    for chunk in index.chunks() {
+        counts
+            .entry(chunk.digest)
+            .and_modify(|repeated| *repeated = true)
+            .or_insert(false);
+    }
+    counts
+        .into_iter()
+        .filter_map(|(digest, repeated)| (!repeated).then_some(digest))
+        .collect()
+}
+
+/// The plaintext of chunk `i` for a restore: uncached if the image holds it once.
+async fn restore_chunk(
+    reader: &ChunkReader,
+    once: &HashSet<Digest>,
+    i: usize,
+) -> Result<Option<ChunkData>, ReaderError> {
+    let single = reader
+        .index()
+        .chunk(i)
+        .is_some_and(|info| once.contains(&info.digest));
+    if single {
+        reader.chunk_once(i).await
+    } else {
+        reader.chunk(i).await
+    }
+}
+
 /// Chunks fetched at once by a restore: enough for about 32 MiB in flight, from 8 to 128.
 fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
     let chunks = index.chunk_count().max(1) as u64;
@@ -91,6 +125,10 @@ fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
 ///   image before anything is written, written in place with its zero chunks (unless
 ///   [`assume_zeroed`](RestoreOptions::assume_zeroed)) and flushed;
 /// - a **FIFO or character device** is written in order, in place.
+///
+/// Memory: a chunk the image holds once is not cached (it is freed once written); only chunks
+/// met again take cache space. The peak is the cache's capacity plus the chunks in flight,
+/// about 32 MiB of plaintext (at least 8 chunks) and their encoded bytes while they decode.
 ///
 /// `progress` hears of each chunk done. On `cancel`, nothing new starts, the writes under way
 /// finish, and the result is [`ReaderError::Cancelled`] saying what was left.
@@ -190,9 +228,11 @@ pub async fn restore_to_writer<W: AsyncWrite + Unpin>(
         left: format!("{what} got part of the image"),
     };
     let count = reader.index().chunk_count();
+    let once = Arc::new(single_use(reader.index().as_ref()));
     let mut chunks = stream::iter((0..count).map(|i| {
         let reader = reader.clone();
-        async move { reader.chunk(i).await }
+        let once = Arc::clone(&once);
+        async move { restore_chunk(&reader, &once, i).await }
     }))
     .buffered(restore_concurrency(reader.index().as_ref()));
     loop {
@@ -300,8 +340,10 @@ async fn write_at_offsets(
         Arc::default()
     };
     let path: Arc<Path> = Arc::from(path);
+    let once = Arc::new(single_use(index.as_ref()));
     let jobs = (0..index.chunk_count()).map(|i| {
         let (reader, file, index) = (reader.clone(), Arc::clone(file), Arc::clone(&index));
+        let once = Arc::clone(&once);
         let (zero_buffer, path) = (Arc::clone(&zero_buffer), Arc::clone(&path));
         async move {
             let Some(info) = index.chunk(i) else {
@@ -319,7 +361,7 @@ async fn write_at_offsets(
                 zero_buffer
             } else {
                 let fetched = tokio::select! {
-                    fetched = reader.chunk(i) => fetched,
+                    fetched = restore_chunk(&reader, &once, i) => fetched,
                     () = cancel.cancelled() => return Ok((0, false)),
                 };
                 fetched?.unwrap_or_default()

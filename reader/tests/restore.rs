@@ -127,3 +127,90 @@ async fn a_folder_is_no_output() {
         "{error:?}"
     );
 }
+
+/// Ten distinct 4 KiB chunks and one chunk the image holds three times.
+fn once_and_repeated() -> Vec<u8> {
+    let mut data = common::noise(31, 10 * 4096);
+    let repeated = common::noise(32, 4096);
+    for _ in 0..3 {
+        data.extend_from_slice(&repeated);
+    }
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_caches_only_the_chunks_it_meets_again() {
+    let fixture = fixed(once_and_repeated(), 4096).await;
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.img");
+    restore_to_path(
+        &reader,
+        &output,
+        RestoreOptions::default(),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&output).unwrap(), fixture.image);
+    let stats = reader.stats();
+    // Every unique chunk fetched once; only the repeated one kept.
+    assert_eq!(stats.chunks_fetched, 11, "{stats:?}");
+    assert_eq!(stats.cache.entries, 1, "{stats:?}");
+    assert_eq!(stats.cache.weight, 4096, "{stats:?}");
+
+    let streamed = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default(),
+    );
+    let mut out = Vec::new();
+    restore_to_writer(
+        &streamed,
+        &mut out,
+        "memory",
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, fixture.image);
+    assert_eq!(streamed.stats().chunks_fetched, 11);
+    assert_eq!(streamed.stats().cache.entries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_uses_chunks_already_in_a_shared_cache() {
+    let fixture = fixed(once_and_repeated(), 4096).await;
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.store(),
+        ReaderOptions::default(),
+    );
+    // Read everything once through the cache: every chunk is cached.
+    let mut all = vec![0u8; fixture.image.len()];
+    reader.read_exact_at(&mut all, 0).await.unwrap();
+    let fetched = reader.stats().chunks_fetched;
+    assert_eq!(fetched, 11);
+    let mut out = Vec::new();
+    restore_to_writer(
+        &reader,
+        &mut out,
+        "memory",
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, fixture.image);
+    assert_eq!(
+        reader.stats().chunks_fetched,
+        fetched,
+        "nothing fetched again"
+    );
+}

@@ -240,7 +240,7 @@ pub(crate) fn run(options: &FuzzOptions) -> StepResult {
 pub(crate) fn smoke() -> StepResult {
     run(&FuzzOptions {
         target: None,
-        seconds: 15,
+        seconds: 10,
         jobs: 1,
         asan: false,
     })

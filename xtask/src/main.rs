@@ -14,7 +14,7 @@ usage: cargo xtask <task>
 tasks:
   ci         everything CI runs, in order, stopping at the first failure:
              fmt check, clippy (-D warnings), tests, docs (-D warnings), the cache's
-             shuttle model checking, benches build, layering check, fuzz build and a 15 s
+             shuttle model checking, benches build, layering check, fuzz build and a 10 s
              smoke run of every fuzz target, and a smoke run of the end-to-end bench
              (bench --size 64MiB --runs 1 --profile dev).
              The tests run with CAIRN_REQUIRE_SHARED=1 and CAIRN_REQUIRE_INTEROP=1, so a
@@ -164,7 +164,7 @@ fn ci() -> StepResult {
             },
         ),
         ("layering check", layering_step),
-        ("fuzz build and smoke (every target, 15 s each)", || {
+        ("fuzz build and smoke (every target, 10 s each)", || {
             if !fuzz::present() {
                 return Err("fuzz/Cargo.toml is missing".to_owned());
             }
