@@ -178,13 +178,25 @@ pub(crate) fn decode_zstd(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
         });
     }
     let mut output = Vec::with_capacity(limit);
-    let mut decompressor = zstd::bulk::Decompressor::new().map_err(zstd_error)?;
-    // A frame larger than `limit` fails here ("destination buffer is too small") without the
-    // buffer growing.
-    decompressor
-        .decompress_to_buffer(payload, &mut output)
-        .map_err(zstd_error)?;
+    // One decompression context per thread: making one costs more than decoding a small chunk.
+    // Each frame starts a fresh session, so a context that saw a bad frame decodes the next.
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(decompressor) => decompressor,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(zstd_error)?),
+        };
+        // A frame larger than `limit` fails here ("destination buffer is too small") without
+        // the buffer growing.
+        decompressor
+            .decompress_to_buffer(payload, &mut output)
+            .map_err(zstd_error)
+    })?;
     Ok(output)
+}
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn zstd_error(source: io::Error) -> CodecError {

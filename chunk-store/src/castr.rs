@@ -10,7 +10,7 @@ use crate::error::{Location, Result, StoreError};
 use crate::fs::{
     chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, touch_chunk_file,
 };
-use crate::pbs::{blocking, sync_store};
+use crate::pbs::{blocking, off_workers, sync_store};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 
 /// The shortest complete compressed chunk file: the smallest zstd frame (4-byte magic, 2-byte
@@ -109,6 +109,41 @@ impl CastrStore {
         ]
     }
 
+    /// Chunk `digest`, compressed or not, read on this thread.
+    fn read_chunk(&self, digest: &Digest) -> Result<EncodedChunk> {
+        let compressed = self.chunk_path(digest);
+        let read = read_chunk_file(&compressed, MIN_COMPRESSED_FILE).and_then(|found| {
+            if let Some(bytes) = found {
+                return Ok(Some((
+                    ChunkEncoding::CasyncCompressed,
+                    bytes,
+                    compressed.clone(),
+                )));
+            }
+            let plain = self.uncompressed_chunk_path(digest);
+            let found = read_chunk_file(&plain, MIN_UNCOMPRESSED_FILE)?;
+            Ok(found.map(|bytes| (ChunkEncoding::CasyncUncompressed, bytes, plain)))
+        });
+        match read {
+            Ok(Some((encoding, bytes, path))) => Ok(EncodedChunk {
+                encoding,
+                bytes,
+                location: Location::Path(path),
+            }),
+            Ok(None) => Err(StoreError::missing(
+                &self.name,
+                digest,
+                Location::Path(compressed),
+            )),
+            Err(source) => Err(StoreError::read(
+                &self.name,
+                digest,
+                Location::Path(compressed),
+                source,
+            )),
+        }
+    }
+
     /// The store's folder.
     #[must_use]
     pub fn base(&self) -> &Path {
@@ -157,35 +192,12 @@ impl ChunkStore for CastrStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        let compressed = self.chunk_path(digest);
-        let plain = self.uncompressed_chunk_path(digest);
-        let (c, p) = (compressed.clone(), plain.clone());
-        let read = blocking(move || {
-            if let Some(bytes) = read_chunk_file(&c, MIN_COMPRESSED_FILE)? {
-                return Ok(Some((ChunkEncoding::CasyncCompressed, bytes, c)));
-            }
-            let plain = read_chunk_file(&p, MIN_UNCOMPRESSED_FILE)?;
-            Ok(plain.map(|bytes| (ChunkEncoding::CasyncUncompressed, bytes, p)))
-        })
-        .await;
-        match read {
-            Ok(Some((format, bytes, path))) => Ok(EncodedChunk {
-                encoding: format,
-                bytes,
-                location: Location::Path(path),
-            }),
-            Ok(None) => Err(StoreError::missing(
-                &self.name,
-                digest,
-                Location::Path(compressed),
-            )),
-            Err(source) => Err(StoreError::read(
-                &self.name,
-                digest,
-                Location::Path(compressed),
-                source,
-            )),
-        }
+        let (store, digest) = (self.clone(), *digest);
+        off_workers(&self.name, move || store.read_chunk(&digest)).await
+    }
+
+    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
+        Some(self.read_chunk(digest))
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

@@ -59,6 +59,20 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn read_chunk(&self, digest: &Digest) -> Result<EncodedChunk> {
+        let bytes = self.map().get(digest).cloned();
+        let Some(bytes) = bytes else {
+            return Err(StoreError::missing(&self.name, digest, Location::Memory));
+        };
+        Ok(EncodedChunk {
+            encoding: self.encoding,
+            bytes,
+            location: Location::Memory,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkStore for MemoryStore {
     fn name(&self) -> &Arc<str> {
@@ -70,15 +84,11 @@ impl ChunkStore for MemoryStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        let bytes = self.map().get(digest).cloned();
-        let Some(bytes) = bytes else {
-            return Err(StoreError::missing(&self.name, digest, Location::Memory));
-        };
-        Ok(EncodedChunk {
-            encoding: self.encoding,
-            bytes,
-            location: Location::Memory,
-        })
+        self.read_chunk(digest)
+    }
+
+    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
+        Some(self.read_chunk(digest))
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

@@ -33,6 +33,22 @@ pub struct PbsDatastore {
 }
 
 impl PbsDatastore {
+    /// Chunk `digest`, read on this thread.
+    fn read_chunk(&self, digest: &Digest) -> Result<EncodedChunk> {
+        let path = self.chunk_path(digest);
+        let read = read_chunk_file(&path, MIN_CHUNK_FILE);
+        let location = Location::Path(path);
+        match read {
+            Ok(Some(bytes)) => Ok(EncodedChunk {
+                encoding: ChunkEncoding::PbsBlob,
+                bytes,
+                location,
+            }),
+            Ok(None) => Err(StoreError::missing(&self.name, digest, location)),
+            Err(source) => Err(StoreError::read(&self.name, digest, location, source)),
+        }
+    }
+
     /// Opens the datastore at `base`, which must hold a `.chunks` folder.
     ///
     /// # Errors
@@ -121,19 +137,12 @@ impl ChunkStore for PbsDatastore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        let path = self.chunk_path(digest);
-        let read_path = path.clone();
-        let read = blocking(move || read_chunk_file(&read_path, MIN_CHUNK_FILE)).await;
-        let location = Location::Path(path);
-        match read {
-            Ok(Some(bytes)) => Ok(EncodedChunk {
-                encoding: ChunkEncoding::PbsBlob,
-                bytes,
-                location,
-            }),
-            Ok(None) => Err(StoreError::missing(&self.name, digest, location)),
-            Err(source) => Err(StoreError::read(&self.name, digest, location, source)),
-        }
+        let (store, digest) = (self.clone(), *digest);
+        off_workers(&self.name, move || store.read_chunk(&digest)).await
+    }
+
+    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
+        Some(self.read_chunk(digest))
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
@@ -180,6 +189,26 @@ pub(crate) async fn sync_store(name: &Arc<str>, folder: &Path, level: SyncLevel)
             location: Location::Path(folder.to_path_buf()),
             level: level.name(),
             source,
+        })
+}
+
+/// Runs a store's blocking `work` off the async workers; outside a runtime, in place.
+pub(crate) async fn off_workers<T, F>(store: &Arc<str>, work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::store(
+                store,
+                "a file task failed",
+                Some(io::Error::other(join.to_string())),
+            ))
         })
 }
 

@@ -3,6 +3,7 @@
 //! both cores work.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Semaphore;
 
@@ -82,6 +83,9 @@ pub struct ChunkSource {
     algorithm: DigestAlgorithm,
     cpu: Arc<Semaphore>,
     key: Key,
+    /// Whether the store may have a blocking read path ([`ChunkStore::get_blocking`]): until
+    /// it answers `None` once.
+    local: Arc<AtomicBool>,
 }
 
 /// The encryption key of a source, when the crate has encryption.
@@ -100,6 +104,58 @@ fn decode_keyed(key: &Key, chunk: &EncodedChunk, max_len: usize) -> Result<Vec<u
     }
     let _ = key;
     decode_chunk(chunk, max_len)
+}
+
+/// What decoding an encoded chunk gave: the plaintext and its digest (`None` if its length is
+/// not the expected one), or the codec's error; whether the chunk is sound all the same (a
+/// length that does not fit may be the caller's); and where the chunk came from.
+type Verified = (
+    Result<(Vec<u8>, Option<Digest>), CodecError>,
+    bool,
+    Location,
+);
+
+/// Decodes `encoded` to `expected_len` bytes and hashes the plaintext with `algorithm`.
+fn verify(
+    key: &Key,
+    encoded: &EncodedChunk,
+    algorithm: DigestAlgorithm,
+    expected_len: usize,
+    wanted: &Digest,
+) -> Verified {
+    let decoded = decode_keyed(key, encoded, expected_len).map(|plaintext| {
+        let actual = (plaintext.len() == expected_len).then(|| algorithm.digest(&plaintext));
+        (plaintext, actual)
+    });
+    // A length that does not fit may be the caller's (a wrong length in an index): the chunk is
+    // sound if, decoded whole, it has its digest.
+    let sound = matches!(decoded, Ok((_, None)) | Err(CodecError::TooLarge { .. }))
+        && decode_keyed(key, encoded, MAX_BLOB_SIZE)
+            .is_ok_and(|whole| algorithm.digest(&whole) == *wanted);
+    (decoded, sound, encoded.location.clone())
+}
+
+/// `then` with the plaintext if `verified` is chunk `wanted` (its digest and length), else what
+/// was found and `then` unused.
+fn finish<R, F: FnOnce(Vec<u8>) -> R>(
+    verified: Verified,
+    wanted: &Digest,
+    then: F,
+) -> std::result::Result<R, (Verified, F)> {
+    match verified {
+        (Ok((plaintext, Some(actual))), _, _) if actual == *wanted => Ok(then(plaintext)),
+        other => Err((other, then)),
+    }
+}
+
+/// How far one blocking read of a local store got.
+enum Step<R, F> {
+    /// Read and verified: `then`'s result, or what was wrong and `then` unused.
+    Checked(std::result::Result<R, (Verified, F)>),
+    /// The store could not give the chunk.
+    Unread(StoreError, F),
+    /// The store has no blocking path.
+    NoBlockingPath(F),
 }
 
 /// Encodes `plaintext` for `encoding`, encrypting with `key` if there is one.
@@ -140,6 +196,7 @@ impl ChunkSource {
             algorithm,
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             key: None,
+            local: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -178,62 +235,113 @@ impl ChunkSource {
     /// A chunk that fails verification is [rejected](ChunkStore::reject): a store with another
     /// copy to give (a disk tier, a chain) is asked again, a few times at most.
     pub async fn read(&self, digest: &Digest, expected_len: usize) -> Result<Vec<u8>> {
+        self.read_then(digest, expected_len, |plaintext| plaintext)
+            .await
+    }
+
+    /// [`read`](ChunkSource::read), then `then` with the verified plaintext, on the thread that
+    /// verified it: for a reader that consumes a chunk at once (a restore writes it at its
+    /// offset), one thread does it all. `then` runs once, and only on a sound chunk.
+    ///
+    /// # Errors
+    /// As [`read`](ChunkSource::read).
+    pub async fn read_then<R, F>(&self, digest: &Digest, expected_len: usize, then: F) -> Result<R>
+    where
+        F: FnOnce(Vec<u8>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let mut then = then;
         let mut first_bad: Option<StoreError> = None;
         for _ in 0..MAX_REJECTS {
-            match self.read_once(digest, expected_len).await {
-                Ok(plaintext) => return Ok(plaintext),
-                Err(Failure::BadChunk(error)) => {
+            match self.read_once(digest, expected_len, then).await {
+                Ok(done) => return Ok(done),
+                Err((Failure::BadChunk(error), Some(unused))) => {
                     if !self.store.reject(digest, &error).await {
                         return Err(error);
                     }
                     first_bad.get_or_insert(error);
+                    then = unused;
                 }
                 // Bad where it was, and nowhere else: the bad copy is the news.
-                Err(Failure::Other(error)) if error.is_missing() => {
+                Err((Failure::Other(error), _)) if error.is_missing() => {
                     return Err(first_bad.unwrap_or(error));
                 }
-                Err(Failure::Other(error)) => return Err(error),
+                Err((failure, _)) => return Err(failure.into_error()),
             }
         }
-        self.read_once(digest, expected_len)
+        self.read_once(digest, expected_len, then)
             .await
-            .map_err(Failure::into_error)
+            .map_err(|(failure, _)| failure.into_error())
     }
 
-    /// One fetch, decode and check.
-    async fn read_once(
+    /// One fetch, decode and check, then `then`; on a failure, `then` comes back unless it was
+    /// lost with a decoding task that panicked.
+    async fn read_once<R, F>(
         &self,
         digest: &Digest,
         expected_len: usize,
-    ) -> std::result::Result<Vec<u8>, Failure> {
+        then: F,
+    ) -> std::result::Result<R, (Failure, Option<F>)>
+    where
+        F: FnOnce(Vec<u8>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         if expected_len > MAX_BLOB_SIZE {
-            return Err(Failure::Other(StoreError::TooLarge {
+            let error = StoreError::TooLarge {
                 what: "expected chunk length",
                 size: expected_len as u64,
                 limit: MAX_BLOB_SIZE as u64,
-            }));
+            };
+            return Err((Failure::Other(error), Some(then)));
         }
-        let encoded = self.store.get(digest).await.map_err(Failure::Other)?;
         let algorithm = self.algorithm;
-        let location = encoded.location.clone();
         let wanted = *digest;
         let key = self.key.clone();
-        let (decoded, sound) = self
-            .on_cpu(digest, move || {
-                let decoded = decode_keyed(&key, &encoded, expected_len).map(|plaintext| {
-                    let actual =
-                        (plaintext.len() == expected_len).then(|| algorithm.digest(&plaintext));
-                    (plaintext, actual)
-                });
-                // A length that does not fit may be the caller's (a wrong length in an index):
-                // the chunk is sound if, decoded whole, it has its digest.
-                let sound = matches!(decoded, Ok((_, None)) | Err(CodecError::TooLarge { .. }))
-                    && decode_keyed(&key, &encoded, MAX_BLOB_SIZE)
-                        .is_ok_and(|whole| algorithm.digest(&whole) == wanted);
-                Ok((decoded, sound))
+        // A local store is read on the decoding thread: one hand-off per chunk, not two.
+        let step = if self.local.load(Ordering::Relaxed) {
+            let store = Arc::clone(&self.store);
+            self.on_cpu(digest, move || {
+                Ok(match store.get_blocking(&wanted) {
+                    Some(Ok(encoded)) => Step::Checked(finish(
+                        verify(&key, &encoded, algorithm, expected_len, &wanted),
+                        &wanted,
+                        then,
+                    )),
+                    Some(Err(error)) => Step::Unread(error, then),
+                    None => Step::NoBlockingPath(then),
+                })
             })
             .await
-            .map_err(Failure::Other)?;
+        } else {
+            Ok(Step::NoBlockingPath(then))
+        };
+        let checked = match step {
+            Ok(Step::Checked(checked)) => checked,
+            Ok(Step::Unread(error, then)) => return Err((Failure::Other(error), Some(then))),
+            Err(error) => return Err((Failure::Other(error), None)),
+            Ok(Step::NoBlockingPath(then)) => {
+                // No blocking path: from now on this source asks `get` first.
+                self.local.store(false, Ordering::Relaxed);
+                let encoded = match self.store.get(digest).await {
+                    Ok(encoded) => encoded,
+                    Err(error) => return Err((Failure::Other(error), Some(then))),
+                };
+                let key = self.key.clone();
+                self.on_cpu(digest, move || {
+                    Ok(finish(
+                        verify(&key, &encoded, algorithm, expected_len, &wanted),
+                        &wanted,
+                        then,
+                    ))
+                })
+                .await
+                .map_err(|error| (Failure::Other(error), None))?
+            }
+        };
+        let ((decoded, sound, location), then) = match checked {
+            Ok(done) => return Ok(done),
+            Err(failed) => failed,
+        };
         let store = Arc::clone(self.store.name());
         let failure = |error| {
             if sound {
@@ -242,32 +350,28 @@ impl ChunkSource {
                 Failure::BadChunk(error)
             }
         };
-        let (plaintext, actual) = decoded.map_err(|source| {
-            failure(StoreError::Corrupt {
-                store: Arc::clone(&store),
+        let failure = match decoded {
+            Err(source) => failure(StoreError::Corrupt {
+                store,
                 digest: Hex(*digest),
-                location: location.clone(),
+                location,
                 source,
-            })
-        })?;
-        match actual {
-            None => Err(failure(StoreError::LengthMismatch {
+            }),
+            Ok((plaintext, None)) => failure(StoreError::LengthMismatch {
                 store,
                 digest: Hex(*digest),
                 location,
                 expected: expected_len as u64,
                 actual: plaintext.len() as u64,
-            })),
-            Some(actual) if actual != *digest => {
-                Err(Failure::BadChunk(StoreError::DigestMismatch {
-                    store,
-                    digest: Hex(*digest),
-                    location,
-                    actual: Hex(actual),
-                }))
-            }
-            Some(_) => Ok(plaintext),
-        }
+            }),
+            Ok((_, Some(actual))) => Failure::BadChunk(StoreError::DigestMismatch {
+                store,
+                digest: Hex(*digest),
+                location,
+                actual: Hex(actual),
+            }),
+        };
+        Err((failure, Some(then)))
     }
 
     /// Hashes, encodes and stores `plaintext`; returns its digest and whether it was new.

@@ -89,6 +89,16 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// [`StoreError::Read`](crate::StoreError::Read) if it cannot be read.
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk>;
 
+    /// [`get`](ChunkStore::get) on the calling thread, for a store whose chunks are local files
+    /// or memory: [`ChunkSource`](crate::ChunkSource) then reads, decodes and verifies a chunk
+    /// on one blocking thread instead of handing it from thread to thread. Called only off the
+    /// async workers. `None` (the default) for a store without such a path; a store answers
+    /// `None` for every chunk or for none.
+    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
+        let _ = digest;
+        None
+    }
+
     /// Stores `encoded` (in [`encoding`](ChunkStore::encoding)) under `digest`, unless it is
     /// there already, in which case the chunk is [touched](ChunkStore::touch). Atomic: a
     /// concurrent reader sees the whole chunk or none.

@@ -213,3 +213,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_thread_decodes_good_chunks_after_bad_ones() {
+    // Decoders keep one zstd context per thread: one that failed must decode the next frame.
+    let first = cairn_chunk_store::conformance::sample_chunk(3, 70_000);
+    let second = cairn_chunk_store::conformance::sample_chunk(4, 50_000);
+    let good = encode_casync_chunk(&first).unwrap();
+    let mut cut = good.clone();
+    cut.truncate(good.len() / 2);
+    let other = encode_casync_chunk(&second).unwrap();
+    for _ in 0..3 {
+        assert!(decode_casync_chunk(&cut, first.len()).is_err());
+        assert!(decode_casync_chunk(&good[..9], first.len()).is_err());
+        // Too long for the limit: fails part-way, with output written.
+        assert!(decode_casync_chunk(&good, first.len() - 1).is_err());
+        assert_eq!(decode_casync_chunk(&good, first.len()).unwrap(), first);
+        assert_eq!(decode_casync_chunk(&other, second.len()).unwrap(), second);
+        let blob = encode_blob(&second).unwrap();
+        assert_eq!(decode_blob(&blob, second.len()).unwrap(), second);
+    }
+}

@@ -396,3 +396,85 @@ async fn a_tier_over_a_chain_falls_through_when_the_origin_copy_is_bad() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_then_hands_over_only_a_sound_chunk_and_only_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let algorithm = DigestAlgorithm::Sha256;
+    let data = sample_chunk(5, 20_000);
+    let local = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let digest = ChunkSource::new(local.clone(), algorithm)
+        .write(data.clone())
+        .await
+        .unwrap()
+        .0;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let step = |calls: &Arc<AtomicUsize>| {
+        let calls = Arc::clone(calls);
+        move |plaintext: Vec<u8>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            plaintext.len()
+        }
+    };
+    // A local store (read on the verifying thread) and a wrapper without a blocking path.
+    let faulty = Arc::new(FaultStore::new(local.clone()));
+    for store in [local.clone() as Arc<dyn ChunkStore>, faulty.clone()] {
+        let source = ChunkSource::new(store, algorithm);
+        let len = source
+            .read_then(&digest, 20_000, step(&calls))
+            .await
+            .unwrap();
+        assert_eq!(len, 20_000);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Corrupt, wrong length, missing: an error, and the step never runs.
+    faulty.add(Target::Digest(digest), Fault::Corrupt);
+    let source = ChunkSource::new(faulty.clone(), algorithm);
+    assert!(
+        source
+            .read_then(&digest, 20_000, step(&calls))
+            .await
+            .is_err()
+    );
+    let source = ChunkSource::new(local.clone(), algorithm);
+    assert!(
+        source
+            .read_then(&digest, 19_999, step(&calls))
+            .await
+            .is_err()
+    );
+    let absent = algorithm.digest(b"absent");
+    let error = source
+        .read_then(&absent, 7, step(&calls))
+        .await
+        .unwrap_err();
+    assert!(error.is_missing(), "{error}");
+    local.set_raw(digest, vec![0x5a; 64]);
+    assert!(
+        source
+            .read_then(&digest, 20_000, step(&calls))
+            .await
+            .is_err()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A chain rejects the bad copy and reads the next: the step runs once, on the good one.
+    let good = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    ChunkSource::new(good.clone(), algorithm)
+        .write(data.clone())
+        .await
+        .unwrap();
+    let chain = StoreChain::new(vec![local.clone(), good]).unwrap();
+    let source = ChunkSource::new(Arc::new(chain), algorithm);
+    let got = source
+        .read_then(&digest, 20_000, {
+            let calls = Arc::clone(&calls);
+            move |plaintext| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                plaintext
+            }
+        })
+        .await
+        .unwrap();
+    assert!(got == data);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

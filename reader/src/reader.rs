@@ -546,44 +546,41 @@ impl ChunkReader {
         }
     }
 
-    /// The plaintext of chunk `index` for a reader that needs it once (a restore, for a chunk
-    /// the image holds once): from the cache if it is there, else fetched and verified without
-    /// being cached, so it is freed as soon as it is written and costs the cache nothing.
-    pub(crate) async fn chunk_once(&self, index: usize) -> Result<Option<ChunkData>, ReaderError> {
+    /// Chunk `index` for a reader that needs it once (a restore, for a chunk the image holds
+    /// once): from the cache if it is there ([`Once::Cached`]; zeros for a zero chunk), else
+    /// fetched, verified and handed to `then` on the verifying thread without being cached
+    /// ([`Once::Done`]), so it costs the cache nothing and is freed where it is consumed.
+    pub(crate) async fn chunk_once_then<R, F>(
+        &self,
+        index: usize,
+        then: F,
+    ) -> Result<Option<Once<R>>, ReaderError>
+    where
+        F: FnOnce(Vec<u8>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let Some(info) = self.inner.index.chunk(index) else {
             return Ok(None);
         };
         if self.is_zero_chunk(&info) {
-            return self.chunk(index).await;
+            return Ok(self.chunk(index).await?.map(Once::Cached));
         }
         if let Some(data) = self.inner.cache.peek(&info.digest)
             && data.len() as u64 == info.len()
         {
-            return Ok(Some(data));
+            return Ok(Some(Once::Cached(data)));
         }
-        let len = info.len();
-        if len > MAX_BLOB_SIZE as u64 {
-            return Err(ReaderError::ChunkTooLarge {
-                chunk: info.index,
-                len,
-            });
-        }
+        let expected = checked_len(&info)?;
         self.inner
             .counters
             .chunks_fetched
             .fetch_add(1, Ordering::Relaxed);
-        let expected = usize::try_from(len).unwrap_or(usize::MAX);
-        match self.inner.source.read(&info.digest, expected).await {
-            Ok(data) => Ok(Some(Arc::new(data))),
-            Err(error) => Err(ReaderError::Chunk {
-                offset: info.start,
-                chunk: info.index,
-                digest: Hex(info.digest),
-                start: info.start,
-                end: info.end,
-                source: ChunkFailure::Store(Arc::new(error)),
-            }),
-        }
+        self.inner
+            .source
+            .read_then(&info.digest, expected, then)
+            .await
+            .map(|done| Some(Once::Done(done)))
+            .map_err(|error| chunk_error(&info, info.start, ChunkFailure::Store(Arc::new(error))))
     }
 
     /// The chunk's data, or `None` for a zero chunk, and how it was found. `offset` is for
@@ -622,15 +619,9 @@ impl ChunkReader {
     /// the fetch.
     async fn fetch(&self, info: &ChunkInfo, offset: u64) -> Result<(ChunkData, bool), ReaderError> {
         let len = info.len();
-        if len > MAX_BLOB_SIZE as u64 {
-            return Err(ReaderError::ChunkTooLarge {
-                chunk: info.index,
-                len,
-            });
-        }
+        let expected = checked_len(info)?;
         let source = self.inner.source.clone();
         let inner = Arc::clone(&self.inner);
-        let expected = usize::try_from(len).unwrap_or(usize::MAX);
         let mut started = false;
         let data = self
             .inner
@@ -650,13 +641,8 @@ impl ChunkReader {
                 }
             })
             .await
-            .map_err(|error| ReaderError::Chunk {
-                offset,
-                chunk: info.index,
-                digest: Hex(info.digest),
-                start: info.start,
-                end: info.end,
-                source: ChunkFailure::from_cache(&info.digest, error),
+            .map_err(|error| {
+                chunk_error(info, offset, ChunkFailure::from_cache(&info.digest, error))
             })?;
         // The cache is shared: a chunk another reader cached under this digest must still fit
         // this index's range.
@@ -734,5 +720,37 @@ impl ChunkReader {
                 let _ = reader.fetch(&info, info.start).await;
             });
         }
+    }
+}
+
+/// What [`ChunkReader::chunk_once_then`] found.
+pub(crate) enum Once<R> {
+    /// The chunk was in the cache (or is zeros): the caller consumes it.
+    Cached(ChunkData),
+    /// Fetched and consumed: what the step returned.
+    Done(R),
+}
+
+/// The length of chunk `info` as a buffer size, refused over the largest chunk.
+fn checked_len(info: &ChunkInfo) -> Result<usize, ReaderError> {
+    let len = info.len();
+    if len > MAX_BLOB_SIZE as u64 {
+        return Err(ReaderError::ChunkTooLarge {
+            chunk: info.index,
+            len,
+        });
+    }
+    Ok(usize::try_from(len).unwrap_or(usize::MAX))
+}
+
+/// Chunk `info` could not be had, for a read at `offset`.
+fn chunk_error(info: &ChunkInfo, offset: u64, source: ChunkFailure) -> ReaderError {
+    ReaderError::Chunk {
+        offset,
+        chunk: info.index,
+        digest: Hex(info.digest),
+        start: info.start,
+        end: info.end,
+        source,
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ReaderError;
 use crate::output::{Target, TemporaryFile, output_error};
-use crate::reader::{ChunkData, ChunkReader};
+use crate::reader::{ChunkData, ChunkReader, Once};
 
 /// How a restore writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,7 +101,10 @@ async fn restore_chunk(
         .chunk(i)
         .is_some_and(|info| once.contains(&info.digest));
     if single {
-        reader.chunk_once(i).await
+        let once = reader.chunk_once_then(i, Arc::new).await?;
+        Ok(once.map(|once| match once {
+            Once::Cached(data) | Once::Done(data) => data,
+        }))
     } else {
         reader.chunk(i).await
     }
@@ -126,8 +129,8 @@ fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
 ///   [`assume_zeroed`](RestoreOptions::assume_zeroed)) and flushed;
 /// - a **FIFO or character device** is written in order, in place.
 ///
-/// Memory: a chunk the image holds once is not cached (it is freed once written); only chunks
-/// met again take cache space. The peak is the cache's capacity plus the chunks in flight,
+/// Memory: a chunk the image holds once is not cached (it is written and freed on the thread
+/// that verified it); only chunks met again take cache space. The peak is the cache's capacity plus the chunks in flight,
 /// about 32 MiB of plaintext (at least 8 chunks) and their encoded bytes while they decode.
 ///
 /// `progress` hears of each chunk done. On `cancel`, nothing new starts, the writes under way
@@ -341,10 +344,15 @@ async fn write_at_offsets(
     };
     let path: Arc<Path> = Arc::from(path);
     let once = Arc::new(single_use(index.as_ref()));
+    // Every write of a chunk read once runs on the thread that verified it, and holds a clone
+    // of `writing`: when all are dropped, no write is left running behind the caller, even
+    // one whose fetch was abandoned on a cancel.
+    let (writing, mut all_written) = tokio::sync::mpsc::channel::<()>(1);
     let jobs = (0..index.chunk_count()).map(|i| {
         let (reader, file, index) = (reader.clone(), Arc::clone(file), Arc::clone(&index));
         let once = Arc::clone(&once);
         let (zero_buffer, path) = (Arc::clone(&zero_buffer), Arc::clone(&path));
+        let writing = writing.clone();
         async move {
             let Some(info) = index.chunk(i) else {
                 return Ok((0, false));
@@ -356,12 +364,34 @@ async fn write_at_offsets(
             if zero && zeros == Zeros::Skip {
                 return Ok((info.len(), true));
             }
+            let write_error = |e| output_error(&path, "write", e);
             // The cached chunk itself is written: no copy.
             let data: ChunkData = if zero {
                 zero_buffer
+            } else if once.contains(&info.digest) {
+                let (file, stop) = (Arc::clone(&file), cancel.clone());
+                let write = move |plaintext: Vec<u8>| {
+                    let _writing = writing;
+                    if stop.is_cancelled() {
+                        return Ok(false);
+                    }
+                    file.write_all_at(&plaintext, info.start).map(|()| true)
+                };
+                let fetched = tokio::select! {
+                    fetched = reader.chunk_once_then(i, write) => fetched,
+                    () = cancel.cancelled() => return Ok((0, false)),
+                };
+                match fetched? {
+                    Some(Once::Done(written)) => {
+                        let written = written.map_err(write_error)?;
+                        return Ok((if written { info.len() } else { 0 }, false));
+                    }
+                    Some(Once::Cached(data)) => data,
+                    None => Arc::default(),
+                }
             } else {
                 let fetched = tokio::select! {
-                    fetched = restore_chunk(&reader, &once, i) => fetched,
+                    fetched = reader.chunk(i) => fetched,
                     () = cancel.cancelled() => return Ok((0, false)),
                 };
                 fetched?.unwrap_or_default()
@@ -375,7 +405,7 @@ async fn write_at_offsets(
                     what: "write",
                     message: e.to_string(),
                 })?
-                .map_err(|e| output_error(&path, "write", e))?;
+                .map_err(write_error)?;
             Ok((info.len(), false))
         }
     });
@@ -393,5 +423,9 @@ async fn write_at_offsets(
             }
         }
     }
+    drop(done);
+    drop(writing);
+    // Waits for writes still running on a verifying thread (only after a cancel or failure).
+    let _ = all_written.recv().await;
     failure.map_or(Ok(skipped), Err)
 }
