@@ -11,7 +11,7 @@ use crate::fs::{
     chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, touch_chunk_file,
 };
 use crate::pbs::{blocking, off_workers, sync_store};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel};
 
 /// The shortest complete compressed chunk file: the smallest zstd frame (4-byte magic, 2-byte
 /// frame header, 3-byte block header); xz and gzip streams are longer. Shorter files were torn.
@@ -196,8 +196,8 @@ impl ChunkStore for CastrStore {
         off_workers(&self.name, move || store.read_chunk(&digest)).await
     }
 
-    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
-        Some(self.read_chunk(digest))
+    fn local(&self) -> Option<&dyn LocalChunks> {
+        Some(self)
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
@@ -231,5 +231,11 @@ impl ChunkStore for CastrStore {
 
     async fn sync(&self) -> Result<()> {
         sync_store(&self.name, &self.base, self.sync).await
+    }
+}
+
+impl LocalChunks for CastrStore {
+    fn get_blocking(&self, digest: &Digest) -> Result<EncodedChunk> {
+        self.read_chunk(digest)
     }
 }

@@ -80,7 +80,9 @@ pub use crate::pbs::PbsDatastore;
 #[cfg(feature = "s3")]
 pub use crate::s3::{S3Options, S3Store};
 pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
-pub use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+pub use crate::store::{
+    ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
+};
 pub use crate::tier::{DiskTier, TierStats};
 
 /// The formats' numbers and kinds: blob magics and header sizes, the 128 MiB blob cap, the

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::error::{Location, Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome};
 
 /// Encoded chunks in a hash map: for tests, and for users who want a store with no disk.
 #[derive(Debug)]
@@ -87,8 +87,8 @@ impl ChunkStore for MemoryStore {
         self.read_chunk(digest)
     }
 
-    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
-        Some(self.read_chunk(digest))
+    fn local(&self) -> Option<&dyn LocalChunks> {
+        Some(self)
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
@@ -111,5 +111,11 @@ impl ChunkStore for MemoryStore {
 
     async fn sync(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+impl LocalChunks for MemoryStore {
+    fn get_blocking(&self, digest: &Digest) -> Result<EncodedChunk> {
+        self.read_chunk(digest)
     }
 }

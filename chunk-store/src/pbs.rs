@@ -11,7 +11,7 @@ use crate::fs::{
     chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, sync_filesystem,
     touch_chunk_file,
 };
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel};
 
 /// The shortest complete chunk file: a blob header. Shorter files were torn by a crash.
 const MIN_CHUNK_FILE: u64 = BLOB_HEADER_SIZE as u64;
@@ -141,8 +141,8 @@ impl ChunkStore for PbsDatastore {
         off_workers(&self.name, move || store.read_chunk(&digest)).await
     }
 
-    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
-        Some(self.read_chunk(digest))
+    fn local(&self) -> Option<&dyn LocalChunks> {
+        Some(self)
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
@@ -224,5 +224,11 @@ where
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(join) => Err(io::Error::other(format!("file task failed: {join}"))),
+    }
+}
+
+impl LocalChunks for PbsDatastore {
+    fn get_blocking(&self, digest: &Digest) -> Result<EncodedChunk> {
+        self.read_chunk(digest)
     }
 }

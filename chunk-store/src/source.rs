@@ -3,7 +3,6 @@
 //! both cores work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Semaphore;
 
@@ -83,9 +82,6 @@ pub struct ChunkSource {
     algorithm: DigestAlgorithm,
     cpu: Arc<Semaphore>,
     key: Key,
-    /// Whether the store may have a blocking read path ([`ChunkStore::get_blocking`]): until
-    /// it answers `None` once.
-    local: Arc<AtomicBool>,
 }
 
 /// The encryption key of a source, when the crate has encryption.
@@ -148,6 +144,45 @@ fn finish<R, F: FnOnce(Vec<u8>) -> R>(
     }
 }
 
+/// What is wrong with chunk `digest` of `store`, which `verify` did not find sound.
+fn failure_of(
+    store: &Arc<str>,
+    digest: &Digest,
+    expected_len: usize,
+    verified: Verified,
+) -> Failure {
+    let (decoded, sound, location) = verified;
+    let store = Arc::clone(store);
+    let failure = |error| {
+        if sound {
+            Failure::Other(error)
+        } else {
+            Failure::BadChunk(error)
+        }
+    };
+    match decoded {
+        Err(source) => failure(StoreError::Corrupt {
+            store,
+            digest: Hex(*digest),
+            location,
+            source,
+        }),
+        Ok((plaintext, None)) => failure(StoreError::LengthMismatch {
+            store,
+            digest: Hex(*digest),
+            location,
+            expected: expected_len as u64,
+            actual: plaintext.len() as u64,
+        }),
+        Ok((_, Some(actual))) => Failure::BadChunk(StoreError::DigestMismatch {
+            store,
+            digest: Hex(*digest),
+            location,
+            actual: Hex(actual),
+        }),
+    }
+}
+
 /// How far one blocking read of a local store got.
 enum Step<R, F> {
     /// Read and verified: `then`'s result, or what was wrong and `then` unused.
@@ -196,7 +231,6 @@ impl ChunkSource {
             algorithm,
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             key: None,
-            local: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -298,18 +332,20 @@ impl ChunkSource {
         let wanted = *digest;
         let key = self.key.clone();
         // A local store is read on the decoding thread: one hand-off per chunk, not two.
-        let step = if self.local.load(Ordering::Relaxed) {
+        let step = if self.store.local().is_some() {
             let store = Arc::clone(&self.store);
             self.on_cpu(digest, move || {
-                Ok(match store.get_blocking(&wanted) {
-                    Some(Ok(encoded)) => Step::Checked(finish(
-                        verify(&key, &encoded, algorithm, expected_len, &wanted),
-                        &wanted,
-                        then,
-                    )),
-                    Some(Err(error)) => Step::Unread(error, then),
-                    None => Step::NoBlockingPath(then),
-                })
+                Ok(
+                    match store.local().map(|local| local.get_blocking(&wanted)) {
+                        Some(Ok(encoded)) => Step::Checked(finish(
+                            verify(&key, &encoded, algorithm, expected_len, &wanted),
+                            &wanted,
+                            then,
+                        )),
+                        Some(Err(error)) => Step::Unread(error, then),
+                        None => Step::NoBlockingPath(then),
+                    },
+                )
             })
             .await
         } else {
@@ -320,8 +356,6 @@ impl ChunkSource {
             Ok(Step::Unread(error, then)) => return Err((Failure::Other(error), Some(then))),
             Err(error) => return Err((Failure::Other(error), None)),
             Ok(Step::NoBlockingPath(then)) => {
-                // No blocking path: from now on this source asks `get` first.
-                self.local.store(false, Ordering::Relaxed);
                 let encoded = match self.store.get(digest).await {
                     Ok(encoded) => encoded,
                     Err(error) => return Err((Failure::Other(error), Some(then))),
@@ -338,40 +372,42 @@ impl ChunkSource {
                 .map_err(|error| (Failure::Other(error), None))?
             }
         };
-        let ((decoded, sound, location), then) = match checked {
-            Ok(done) => return Ok(done),
-            Err(failed) => failed,
+        match checked {
+            Ok(done) => Ok(done),
+            Err((verified, then)) => Err((
+                failure_of(self.store.name(), digest, expected_len, verified),
+                Some(then),
+            )),
+        }
+    }
+
+    /// [`read`](ChunkSource::read) on the calling thread, for a store with a blocking read path
+    /// ([`ChunkStore::local`]); `None` for one without. Call it off the async workers, on as
+    /// many threads as the caller decides: it does not count against this source's limit of
+    /// decoding threads. A bad chunk is reported as found (a local store has no other copy).
+    ///
+    /// # Errors
+    /// As [`read`](ChunkSource::read).
+    #[must_use]
+    pub fn read_blocking(&self, digest: &Digest, expected_len: usize) -> Option<Result<Vec<u8>>> {
+        let local = self.store.local()?;
+        if expected_len > MAX_BLOB_SIZE {
+            return Some(Err(StoreError::TooLarge {
+                what: "expected chunk length",
+                size: expected_len as u64,
+                limit: MAX_BLOB_SIZE as u64,
+            }));
+        }
+        let encoded = match local.get_blocking(digest) {
+            Ok(encoded) => encoded,
+            Err(error) => return Some(Err(error)),
         };
-        let store = Arc::clone(self.store.name());
-        let failure = |error| {
-            if sound {
-                Failure::Other(error)
-            } else {
-                Failure::BadChunk(error)
-            }
-        };
-        let failure = match decoded {
-            Err(source) => failure(StoreError::Corrupt {
-                store,
-                digest: Hex(*digest),
-                location,
-                source,
+        let verified = verify(&self.key, &encoded, self.algorithm, expected_len, digest);
+        Some(
+            finish(verified, digest, |plaintext| plaintext).map_err(|(verified, _)| {
+                failure_of(self.store.name(), digest, expected_len, verified).into_error()
             }),
-            Ok((plaintext, None)) => failure(StoreError::LengthMismatch {
-                store,
-                digest: Hex(*digest),
-                location,
-                expected: expected_len as u64,
-                actual: plaintext.len() as u64,
-            }),
-            Ok((_, Some(actual))) => Failure::BadChunk(StoreError::DigestMismatch {
-                store,
-                digest: Hex(*digest),
-                location,
-                actual: Hex(actual),
-            }),
-        };
-        Err((failure, Some(then)))
+        )
     }
 
     /// Hashes, encodes and stores `plaintext`; returns its digest and whether it was new.
@@ -474,19 +510,24 @@ impl ChunkSource {
         if tokio::runtime::Handle::try_current().is_err() {
             return work();
         }
-        let _permit = self.cpu.acquire().await.ok();
-        tokio::task::spawn_blocking(work)
-            .await
-            .unwrap_or_else(|join| {
-                Err(StoreError::DecodeTask {
-                    store: Arc::clone(self.store.name()),
-                    digest: Hex(*digest),
-                    message: if join.is_panic() {
-                        "the decoder panicked".to_owned()
-                    } else {
-                        "the decoding task was cancelled".to_owned()
-                    },
-                })
+        let permit = Arc::clone(&self.cpu).acquire_owned().await.ok();
+        // The permit goes with the work and is released where it ends, not once this task is
+        // polled again: the next chunk's decoding starts at once.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::DecodeTask {
+                store: Arc::clone(self.store.name()),
+                digest: Hex(*digest),
+                message: if join.is_panic() {
+                    "the decoder panicked".to_owned()
+                } else {
+                    "the decoding task was cancelled".to_owned()
+                },
             })
+        })
     }
 }

@@ -89,13 +89,13 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// [`StoreError::Read`](crate::StoreError::Read) if it cannot be read.
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk>;
 
-    /// [`get`](ChunkStore::get) on the calling thread, for a store whose chunks are local files
-    /// or memory: [`ChunkSource`](crate::ChunkSource) then reads, decodes and verifies a chunk
-    /// on one blocking thread instead of handing it from thread to thread. Called only off the
-    /// async workers. `None` (the default) for a store without such a path; a store answers
-    /// `None` for every chunk or for none.
-    fn get_blocking(&self, digest: &Digest) -> Option<Result<EncodedChunk>> {
-        let _ = digest;
+    /// The store's blocking read path, if its chunks are local files or memory:
+    /// [`ChunkSource`](crate::ChunkSource) then reads, decodes and verifies a chunk on one
+    /// blocking thread instead of handing it from thread to thread, and a restore reads, checks
+    /// and writes chunks on threads of its own. `None` (the default) for remote stores and
+    /// wrappers. A store with this path keeps one copy of each chunk: a bad chunk read through
+    /// it is reported as found, without [`reject`](ChunkStore::reject).
+    fn local(&self) -> Option<&dyn LocalChunks> {
         None
     }
 
@@ -144,4 +144,15 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
         let _ = (digest, error);
         false
     }
+}
+
+/// The blocking read path of a store whose chunks are local files or memory (see
+/// [`ChunkStore::local`]).
+pub trait LocalChunks: Send + Sync {
+    /// [`get`](ChunkStore::get) on the calling thread, which may block on file reads: call it
+    /// off the async workers.
+    ///
+    /// # Errors
+    /// As [`get`](ChunkStore::get).
+    fn get_blocking(&self, digest: &Digest) -> Result<EncodedChunk>;
 }

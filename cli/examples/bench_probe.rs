@@ -5,6 +5,9 @@
 //!   STORE into memory first (not timed); then all cores decode and verify them (digest and
 //!   length), writing nothing. `mbps` is the image's size over that time: no restore of the
 //!   image can beat it without skipping work a restore must do.
+//! - `limit STORE INDEX --write FILE`: the same, and each decoded chunk is written at every
+//!   offset the image holds it, into FILE made the image's size (zero chunks left as holes):
+//!   what a restore to FILE must do at least, without reading a chunk file or any bookkeeping.
 //! - `random STORE INDEX --tasks N --reads M [--warm] [--cache-size BYTES]`: M random 4 KiB
 //!   `read_at` calls, 4 KiB aligned, over N concurrent tasks on a two-thread runtime. Warm: every
 //!   chunk was read into a cache big enough for all of them before the clock starts. Cold: an
@@ -20,7 +23,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a measurement tool speaks on stdout
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,11 +41,16 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("limit") if args.len() == 3 => limit(Path::new(&args[1]), Path::new(&args[2])),
+        Some("limit") if args.len() == 3 => limit(Path::new(&args[1]), Path::new(&args[2]), None),
+        Some("limit") if args.len() == 5 && args[3] == "--write" => limit(
+            Path::new(&args[1]),
+            Path::new(&args[2]),
+            Some(Path::new(&args[4])),
+        ),
         Some("random") if args.len() >= 3 => random(&args[1..]),
         Some("s3-serve") if args.len() == 2 => s3_serve(Path::new(&args[1])),
         _ => Err(
-            "usage: bench_probe limit STORE INDEX | random STORE INDEX --tasks N --reads M \
+            "usage: bench_probe limit STORE INDEX [--write FILE] | random STORE INDEX --tasks N --reads M \
                   [--warm] [--cache-size BYTES] | s3-serve ROOT"
                 .into(),
         ),
@@ -82,29 +91,47 @@ fn open(store: &Path, index: &Path, cache_bytes: u64) -> Result<ChunkReader, Fai
     ))
 }
 
-/// `limit STORE INDEX`.
-fn limit(store_path: &Path, index_path: &Path) -> Result<(), Failure> {
+/// `limit STORE INDEX [--write FILE]`.
+fn limit(store_path: &Path, index_path: &Path, output: Option<&Path>) -> Result<(), Failure> {
     let reader = open(store_path, index_path, 0)?;
     let store = open_store(store_path)?;
     let index = Arc::clone(reader.index());
     let algorithm = index.digest_algorithm();
-    let mut seen = HashSet::new();
+    // Each unique non-zero chunk with its length and every offset it is at.
+    let mut at: HashMap<cairn_index::Digest, usize> = HashMap::new();
     let mut zero_chunks = 0u64;
-    let mut wanted = Vec::new();
+    let mut wanted: Vec<(cairn_index::Digest, usize, Vec<u64>)> = Vec::new();
     for chunk in index.chunks() {
         if reader.is_zero_chunk(&chunk) {
             zero_chunks += 1;
-        } else if seen.insert(chunk.digest) {
-            wanted.push((chunk.digest, usize::try_from(chunk.len())?));
+        } else if let Some(&i) = at.get(&chunk.digest) {
+            wanted[i].2.push(chunk.start);
+        } else {
+            at.insert(chunk.digest, wanted.len());
+            wanted.push((
+                chunk.digest,
+                usize::try_from(chunk.len())?,
+                vec![chunk.start],
+            ));
         }
     }
-    let encoded: Vec<(cairn_index::Digest, usize, EncodedChunk)> = runtime()?.block_on(async {
-        let mut encoded = Vec::with_capacity(wanted.len());
-        for (digest, len) in wanted {
-            encoded.push((digest, len, store.get(&digest).await?));
+    let encoded: Vec<(cairn_index::Digest, usize, Vec<u64>, EncodedChunk)> =
+        runtime()?.block_on(async {
+            let mut encoded = Vec::with_capacity(wanted.len());
+            for (digest, len, offsets) in wanted {
+                let chunk = store.get(&digest).await?;
+                encoded.push((digest, len, offsets, chunk));
+            }
+            Ok::<_, Failure>(encoded)
+        })?;
+    let file = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path)?;
+            file.set_len(index.image_size())?;
+            Some(file)
         }
-        Ok::<_, Failure>(encoded)
-    })?;
+        None => None,
+    };
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let next = AtomicUsize::new(0);
     let started = Instant::now();
@@ -115,12 +142,18 @@ fn limit(store_path: &Path, index_path: &Path) -> Result<(), Failure> {
                     let mut bytes = 0u64;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((digest, len, chunk)) = encoded.get(i) else {
+                        let Some((digest, len, offsets, chunk)) = encoded.get(i) else {
                             return Ok(bytes);
                         };
                         let plain = decode_chunk(chunk, *len).map_err(|e| e.to_string())?;
                         if plain.len() != *len || algorithm.digest(&plain) != *digest {
                             return Err(format!("chunk {i} does not verify"));
+                        }
+                        if let Some(file) = &file {
+                            for &offset in offsets {
+                                file.write_all_at(&plain, offset)
+                                    .map_err(|e| e.to_string())?;
+                            }
                         }
                         bytes += plain.len() as u64;
                     }
@@ -143,6 +176,7 @@ fn limit(store_path: &Path, index_path: &Path) -> Result<(), Failure> {
             "unique_bytes": unique_bytes,
             "zero_chunks": zero_chunks,
             "threads": threads,
+            "written": output.is_some(),
             "digest": algorithm.name(),
             "seconds": seconds,
             "mbps": image as f64 / seconds / 1e6,

@@ -583,6 +583,40 @@ impl ChunkReader {
             .map_err(|error| chunk_error(&info, info.start, ChunkFailure::Store(Arc::new(error))))
     }
 
+    /// Whether the store is local ([`ChunkStore::local`]): chunks can be read on the caller's
+    /// thread ([`chunk_blocking`](ChunkReader::chunk_blocking)).
+    pub(crate) fn reads_locally(&self) -> bool {
+        self.inner.source.store().local().is_some()
+    }
+
+    /// Chunk `info` for a restore thread that needs it once: from the cache if it is there,
+    /// else read and verified on this thread from the local store, without being cached.
+    /// `None` if the store is not local.
+    pub(crate) fn chunk_blocking(
+        &self,
+        info: &ChunkInfo,
+    ) -> Option<Result<ChunkData, ReaderError>> {
+        if let Some(data) = self.inner.cache.peek(&info.digest)
+            && data.len() as u64 == info.len()
+        {
+            return Some(Ok(data));
+        }
+        let expected = match checked_len(info) {
+            Ok(expected) => expected,
+            Err(error) => return Some(Err(error)),
+        };
+        let read = self.inner.source.read_blocking(&info.digest, expected)?;
+        self.inner
+            .counters
+            .chunks_fetched
+            .fetch_add(1, Ordering::Relaxed);
+        Some(
+            read.map(Arc::new).map_err(|error| {
+                chunk_error(info, info.start, ChunkFailure::Store(Arc::new(error)))
+            }),
+        )
+    }
+
     /// The chunk's data, or `None` for a zero chunk, and how it was found. `offset` is for
     /// error messages.
     async fn chunk_data(

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_index::{ChunkIndex, Digest};
 use futures_util::StreamExt as _;
@@ -130,10 +131,12 @@ fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
 /// - a **FIFO or character device** is written in order, in place.
 ///
 /// Memory: a chunk the image holds once is not cached (it is written and freed on the thread
-/// that verified it); only chunks met again take cache space. The peak is the cache's capacity plus the chunks in flight,
+/// that verified it: from a local store, one of a restore thread per core); only chunks met
+/// again take cache space. The peak is the cache's capacity plus the chunks in flight,
 /// about 32 MiB of plaintext (at least 8 chunks) and their encoded bytes while they decode.
 ///
-/// `progress` hears of each chunk done. On `cancel`, nothing new starts, the writes under way
+/// `progress` hears of the bytes done as chunks are written (restore threads tell every
+/// 8 MiB). On `cancel`, nothing new starts, the writes under way
 /// finish, and the result is [`ReaderError::Cancelled`] saying what was left.
 ///
 /// # Errors
@@ -320,8 +323,11 @@ async fn to_device(
 }
 
 /// Fetches every chunk (in parallel) and writes it at its offset in `file`; returns the number
-/// of zero chunks left unwritten. On a cancel, starts nothing more and returns once the writes
-/// under way are done; after a failure too, so no write is left running behind the caller.
+/// of zero chunks left unwritten. On a local store, the chunks the image holds once are read,
+/// verified and written by restore threads, one per core, each chunk on one thread from start
+/// to end; the rest (chunks met again, through the cache, and zeros a device needs) by async
+/// jobs beside them. On a cancel or the first failure, starts nothing more and returns once the
+/// writes under way are done, so no write is left running behind the caller.
 async fn write_at_offsets(
     reader: &ChunkReader,
     file: &Arc<File>,
@@ -344,83 +350,115 @@ async fn write_at_offsets(
     };
     let path: Arc<Path> = Arc::from(path);
     let once = Arc::new(single_use(index.as_ref()));
-    // Every write of a chunk read once runs on the thread that verified it, and holds a clone
-    // of `writing`: when all are dropped, no write is left running behind the caller, even
-    // one whose fetch was abandoned on a cancel.
+    let halt = cancel.child_token();
+    let threaded: Arc<[usize]> = if reader.reads_locally() {
+        index
+            .chunks()
+            .filter(|c| !reader.is_zero_chunk(c) && once.contains(&c.digest))
+            .map(|c| c.index)
+            .collect()
+    } else {
+        Arc::from([])
+    };
+    let mut from_threads = spawn_restore_threads(reader, &threaded, file, &path, &halt);
+    // Every write of a chunk read once on an async job runs on the thread that verified it,
+    // and holds a clone of `writing`: when all are dropped, no write is left running behind
+    // the caller, even one whose fetch was abandoned on a cancel.
     let (writing, mut all_written) = tokio::sync::mpsc::channel::<()>(1);
-    let jobs = (0..index.chunk_count()).map(|i| {
-        let (reader, file, index) = (reader.clone(), Arc::clone(file), Arc::clone(&index));
-        let once = Arc::clone(&once);
-        let (zero_buffer, path) = (Arc::clone(&zero_buffer), Arc::clone(&path));
-        let writing = writing.clone();
-        async move {
-            let Some(info) = index.chunk(i) else {
-                return Ok((0, false));
-            };
-            if cancel.is_cancelled() {
-                return Ok((0, false));
+    let mut by_thread = threaded.iter().copied().peekable();
+    let jobs = (0..index.chunk_count())
+        .filter(move |&i| {
+            let on_thread = by_thread.peek() == Some(&i);
+            if on_thread {
+                by_thread.next();
             }
-            let zero = reader.is_zero_chunk(&info);
-            if zero && zeros == Zeros::Skip {
-                return Ok((info.len(), true));
-            }
-            let write_error = |e| output_error(&path, "write", e);
-            // The cached chunk itself is written: no copy.
-            let data: ChunkData = if zero {
-                zero_buffer
-            } else if once.contains(&info.digest) {
-                let (file, stop) = (Arc::clone(&file), cancel.clone());
-                let write = move |plaintext: Vec<u8>| {
-                    let _writing = writing;
-                    if stop.is_cancelled() {
-                        return Ok(false);
-                    }
-                    file.write_all_at(&plaintext, info.start).map(|()| true)
+            !on_thread
+        })
+        .map(|i| {
+            let (reader, file, index) = (reader.clone(), Arc::clone(file), Arc::clone(&index));
+            let once = Arc::clone(&once);
+            let (zero_buffer, path) = (Arc::clone(&zero_buffer), Arc::clone(&path));
+            let (writing, halt) = (writing.clone(), halt.clone());
+            async move {
+                let Some(info) = index.chunk(i) else {
+                    return Ok((0, false));
                 };
-                let fetched = tokio::select! {
-                    fetched = reader.chunk_once_then(i, write) => fetched,
-                    () = cancel.cancelled() => return Ok((0, false)),
-                };
-                match fetched? {
-                    Some(Once::Done(written)) => {
-                        let written = written.map_err(write_error)?;
-                        return Ok((if written { info.len() } else { 0 }, false));
-                    }
-                    Some(Once::Cached(data)) => data,
-                    None => Arc::default(),
+                if halt.is_cancelled() {
+                    return Ok((0, false));
                 }
-            } else {
-                let fetched = tokio::select! {
-                    fetched = reader.chunk(i) => fetched,
-                    () = cancel.cancelled() => return Ok((0, false)),
+                let zero = reader.is_zero_chunk(&info);
+                if zero && zeros == Zeros::Skip {
+                    return Ok((info.len(), true));
+                }
+                let write_error = |e| output_error(&path, "write", e);
+                // The cached chunk itself is written: no copy.
+                let data: ChunkData = if zero {
+                    zero_buffer
+                } else if once.contains(&info.digest) {
+                    let (file, stop) = (Arc::clone(&file), halt.clone());
+                    let write = move |plaintext: Vec<u8>| {
+                        let _writing = writing;
+                        if stop.is_cancelled() {
+                            return Ok(false);
+                        }
+                        file.write_all_at(&plaintext, info.start).map(|()| true)
+                    };
+                    let fetched = tokio::select! {
+                        fetched = reader.chunk_once_then(i, write) => fetched,
+                        () = halt.cancelled() => return Ok((0, false)),
+                    };
+                    match fetched? {
+                        Some(Once::Done(written)) => {
+                            let written = written.map_err(write_error)?;
+                            return Ok((if written { info.len() } else { 0 }, false));
+                        }
+                        Some(Once::Cached(data)) => data,
+                        None => Arc::default(),
+                    }
+                } else {
+                    let fetched = tokio::select! {
+                        fetched = reader.chunk(i) => fetched,
+                        () = halt.cancelled() => return Ok((0, false)),
+                    };
+                    fetched?.unwrap_or_default()
                 };
-                fetched?.unwrap_or_default()
-            };
-            let len = usize::try_from(info.len())
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            tokio::task::spawn_blocking(move || file.write_all_at(&data[..len], info.start))
-                .await
-                .map_err(|e| ReaderError::Task {
-                    what: "write",
-                    message: e.to_string(),
-                })?
-                .map_err(write_error)?;
-            Ok((info.len(), false))
-        }
-    });
+                let len = usize::try_from(info.len())
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                tokio::task::spawn_blocking(move || file.write_all_at(&data[..len], info.start))
+                    .await
+                    .map_err(|e| ReaderError::Task {
+                        what: "write",
+                        message: e.to_string(),
+                    })?
+                    .map_err(write_error)?;
+                Ok((info.len(), false))
+            }
+        });
     let mut done = stream::iter(jobs).buffer_unordered(restore_concurrency(index.as_ref()));
     let mut skipped = 0;
     let mut failure = None;
-    while let Some(written) = done.next().await {
-        match written {
-            Ok((len, zero)) => {
-                skipped += u64::from(zero);
-                progress(len);
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
+    let mut fail = |error: ReaderError| {
+        halt.cancel();
+        failure.get_or_insert(error);
+    };
+    let (mut jobs_open, mut threads_open) = (true, true);
+    while jobs_open || threads_open {
+        tokio::select! {
+            written = done.next(), if jobs_open => match written {
+                Some(Ok((len, zero))) => {
+                    skipped += u64::from(zero);
+                    progress(len);
+                }
+                Some(Err(e)) => fail(e),
+                None => jobs_open = false,
+            },
+            written = from_threads.recv(), if threads_open => match written {
+                Some(Ok(len)) => progress(len),
+                Some(Err(e)) => fail(e),
+                // Every restore thread has ended.
+                None => threads_open = false,
+            },
         }
     }
     drop(done);
@@ -428,4 +466,73 @@ async fn write_at_offsets(
     // Waits for writes still running on a verifying thread (only after a cancel or failure).
     let _ = all_written.recv().await;
     failure.map_or(Ok(skipped), Err)
+}
+
+/// How many bytes a restore thread writes between two progress reports.
+const REPORT_BYTES: u64 = 8 << 20;
+
+/// Starts one restore thread per core over the chunks `chunks` (indexes into the image, each
+/// read from a local store and written once). Each reports the bytes it wrote, every
+/// [`REPORT_BYTES`] and at its end, or its failure, and stops at a failure or when `halt` is cancelled; the receiver closes when
+/// all have ended.
+fn spawn_restore_threads(
+    reader: &ChunkReader,
+    chunks: &Arc<[usize]>,
+    file: &Arc<File>,
+    path: &Arc<Path>,
+    halt: &CancellationToken,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<u64, ReaderError>> {
+    let (report, reports) = tokio::sync::mpsc::unbounded_channel();
+    if chunks.is_empty() {
+        return reports;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(chunks.len());
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..threads {
+        let (reader, chunks, next) = (reader.clone(), Arc::clone(chunks), Arc::clone(&next));
+        let (file, path, halt) = (Arc::clone(file), Arc::clone(path), halt.clone());
+        let report = report.clone();
+        tokio::task::spawn_blocking(move || {
+            // Progress goes out every few MiB, not per chunk: each report wakes the restore.
+            let mut unreported = 0;
+            while !halt.is_cancelled() {
+                let Some(&i) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let Some(info) = reader.index().chunk(i) else {
+                    continue;
+                };
+                let written = match reader.chunk_blocking(&info) {
+                    Some(Ok(data)) => file
+                        .write_all_at(&data, info.start)
+                        .map(|()| info.len())
+                        .map_err(|e| output_error(&path, "write", e)),
+                    Some(Err(error)) => Err(error),
+                    None => Err(ReaderError::Task {
+                        what: "restore",
+                        message: "the store has no blocking read path".to_owned(),
+                    }),
+                };
+                match written {
+                    Ok(len) if unreported + len < REPORT_BYTES => unreported += len,
+                    Ok(len) => {
+                        if report.send(Ok(unreported + len)).is_err() {
+                            return;
+                        }
+                        unreported = 0;
+                    }
+                    Err(error) => {
+                        let _ = report.send(Err(error));
+                        return;
+                    }
+                }
+            }
+            if unreported > 0 {
+                let _ = report.send(Ok(unreported));
+            }
+        });
+    }
+    reports
 }

@@ -4,7 +4,15 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cairn_chunk_store::{
+    ChunkEncoding, ChunkStore, Digest, EncodedChunk, LocalChunks, MemoryStore, PutOutcome,
+    Result as StoreResult,
+};
 
 use cairn_reader::{
     ChunkReader, OutputKind, ReaderError, ReaderOptions, RestoreOptions, restore_to_path,
@@ -213,4 +221,177 @@ async fn a_restore_uses_chunks_already_in_a_shared_cache() {
         fetched,
         "nothing fetched again"
     );
+}
+
+/// The fixture's stores: the memory store itself, which is local (its chunks are read, checked
+/// and written by restore threads), and the fault store over it, which is not (async jobs).
+fn both_stores(fixture: &common::Fixture) -> [(&'static str, Arc<dyn ChunkStore>); 2] {
+    [
+        ("local", fixture.memory.clone()),
+        ("async", fixture.store()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_remote_stores_restore_the_same_file() {
+    let mut data = once_and_repeated();
+    data.extend(std::iter::repeat_n(0u8, 2 * 4096));
+    data.extend(common::image(25, 300_000));
+    let fixture = fixed(data, 4096).await;
+    assert!(fixture.memory.local().is_some() && fixture.store().local().is_none());
+    for (name, store) in both_stores(&fixture) {
+        let reader = ChunkReader::new(fixture.index.clone(), store, ReaderOptions::default());
+        let unique_non_zero: HashSet<_> = fixture
+            .index
+            .chunks()
+            .filter(|c| !reader.is_zero_chunk(c))
+            .map(|c| c.digest)
+            .collect();
+        assert!(unique_non_zero.len() > 20);
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.img");
+        let done = Mutex::new(0u64);
+        let progress = |bytes| *done.lock().unwrap() += bytes;
+        let restored = restore_to_path(
+            &reader,
+            &output,
+            RestoreOptions::default(),
+            &progress,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(std::fs::read(&output).unwrap() == fixture.image, "{name}");
+        assert_eq!(*done.lock().unwrap(), restored.size, "{name}");
+        assert_eq!(
+            reader.stats().chunks_fetched,
+            unique_non_zero.len() as u64,
+            "{name}: every chunk fetched once"
+        );
+        assert_eq!(names(dir.path()), ["out.img"], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_chunk_fails_the_restore_on_either_path_and_leaves_the_old_file() {
+    let fixture = fixed(once_and_repeated(), 4096).await;
+    // Chunk 4 is held once, chunks 10 to 12 are one repeated chunk.
+    for (chunk, reported) in [(4, 4..=4), (10, 10..=12)] {
+        let digest = fixture.index.chunk(chunk).unwrap().digest;
+        let good = fixture.memory.get(&digest).await.unwrap().bytes;
+        fixture.memory.set_raw(digest, common::noise(40, 300));
+        for (name, store) in both_stores(&fixture) {
+            let reader = ChunkReader::new(fixture.index.clone(), store, ReaderOptions::default());
+            let dir = tempfile::tempdir().unwrap();
+            let output = dir.path().join("old.img");
+            std::fs::write(&output, b"old").unwrap();
+            let error = restore_to_path(
+                &reader,
+                &output,
+                RestoreOptions::default(),
+                &|_| {},
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(error, ReaderError::Chunk { chunk: c, .. } if reported.contains(&c)),
+                "{name}, chunk {chunk}: {error:?}"
+            );
+            assert_eq!(std::fs::read(&output).unwrap(), b"old", "{name}");
+            assert_eq!(names(dir.path()), ["old.img"], "{name}");
+        }
+        fixture.memory.set_raw(digest, good);
+    }
+}
+
+/// A local store that cancels a token as its `at`-th chunk is read.
+#[derive(Debug)]
+struct CancelAt {
+    inner: Arc<MemoryStore>,
+    reads: AtomicUsize,
+    at: usize,
+    cancel: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for CancelAt {
+    fn name(&self) -> &Arc<str> {
+        self.inner.name()
+    }
+    fn encoding(&self) -> ChunkEncoding {
+        self.inner.encoding()
+    }
+    async fn get(&self, digest: &Digest) -> StoreResult<EncodedChunk> {
+        self.get_blocking(digest)
+    }
+    async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> StoreResult<PutOutcome> {
+        self.inner.put(digest, encoded).await
+    }
+    async fn contains(&self, digest: &Digest) -> StoreResult<bool> {
+        self.inner.contains(digest).await
+    }
+    async fn touch(&self, digest: &Digest) -> StoreResult<bool> {
+        self.inner.touch(digest).await
+    }
+    async fn sync(&self) -> StoreResult<()> {
+        self.inner.sync().await
+    }
+    fn local(&self) -> Option<&dyn LocalChunks> {
+        Some(self)
+    }
+}
+
+impl LocalChunks for CancelAt {
+    fn get_blocking(&self, digest: &Digest) -> StoreResult<EncodedChunk> {
+        if self.reads.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            self.cancel.cancel();
+        }
+        self.inner.local().unwrap().get_blocking(digest)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_cancelled_under_way_stops_on_either_path() {
+    let fixture = fixed(common::noise(41, 2 << 20), 4096).await;
+    let cancel = CancellationToken::new();
+    let local = Arc::new(CancelAt {
+        inner: fixture.memory.clone(),
+        reads: AtomicUsize::new(0),
+        at: 100,
+        cancel: cancel.clone(),
+    });
+    // The async path: cancelled as the first bytes are reported written.
+    let stores: [(&str, Arc<dyn ChunkStore>); 2] = [("local", local), ("async", fixture.store())];
+    for (name, store) in stores {
+        let reader = ChunkReader::new(fixture.index.clone(), store, ReaderOptions::default());
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("old.img");
+        std::fs::write(&output, b"old").unwrap();
+        let progress = |_| cancel.cancel();
+        let error = restore_to_path(
+            &reader,
+            &output,
+            RestoreOptions::default(),
+            &progress,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(error, ReaderError::Cancelled { .. }),
+            "{name}: {error:?}"
+        );
+        assert_eq!(std::fs::read(&output).unwrap(), b"old", "{name}");
+        assert_eq!(names(dir.path()), ["old.img"], "{name}");
+        let fetched = reader.stats().chunks_fetched;
+        // Locally, at most one chunk more per restore thread than the 100 read when the cancel
+        // came; the async path stops within one batch of fetches.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+        let most = if name == "local" { 100 + threads } else { 256 };
+        assert!(
+            fetched <= most,
+            "{name}: {fetched} of 512 chunks fetched after the cancel"
+        );
+    }
 }
