@@ -110,7 +110,7 @@ pub(crate) fn run(options: &BenchOptions) -> StepResult {
         eprintln!("bench: run {round} of {}", options.runs);
         let mut run = Run::new();
         measure_restores(&tools, &data, &output, image_bytes, &mut run)?;
-        measure_limits(&tools, &data, &mut run)?;
+        measure_limits(&tools, &data, &output, &mut run)?;
         measure_random(&tools, &data, small, &mut run)?;
         measure_nbd(&tools, &data, image_bytes, &mut run)?;
         measure_s3(&tools, &data, &output, image_bytes, &mut run)?;
@@ -308,7 +308,11 @@ fn number(value: &Value, key: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("no number {key} in {value}"))
 }
 
-fn measure_limits(tools: &Tools, data: &Path, run: &mut Run) -> StepResult {
+/// The limits of each restore: decode + verify of every unique chunk in memory on all cores,
+/// writing nothing; and the same writing each chunk wherever the image holds it to `output`
+/// (the physical bound of a restore to that place on this machine).
+fn measure_limits(tools: &Tools, data: &Path, output: &Path, run: &mut Run) -> StepResult {
+    let written = output.to_string_lossy();
     for (name, store, index) in [
         ("caibx", "casync.castr", "casync.caibx"),
         ("fidx", "pbs-datastore", "sample.fidx"),
@@ -316,11 +320,16 @@ fn measure_limits(tools: &Tools, data: &Path, run: &mut Run) -> StepResult {
     ] {
         let limit = probe_json(tools, &["limit", store, index], data)?;
         let mbps = number(&limit, "mbps")?;
+        let with_writes = probe_json(tools, &["limit", store, index, "--write", &written], data);
+        let _ = std::fs::remove_file(output);
+        let write_mbps = number(&with_writes?, "mbps")?;
         eprintln!(
-            "  limit_{name:<10} {mbps:>7.0} MB/s  ({} unique chunks, {})",
+            "  limit_{name:<10} {mbps:>7.0} MB/s, writing {write_mbps:>5.0} MB/s  ({} unique \
+             chunks, {})",
             limit["unique_chunks"], limit["digest"]
         );
         run.insert(format!("limit_{name}_mbps"), mbps);
+        run.insert(format!("write_limit_{name}_mbps"), write_mbps);
     }
     Ok(())
 }
@@ -560,6 +569,12 @@ const ROWS: &[(&str, &str)] = &[
     ("limit_fidx_mbps", "limit, .fidx, MB/s"),
     ("limit_didx_mbps", "limit, .didx, MB/s"),
     (
+        "write_limit_caibx_mbps",
+        "write limit: the limit, each chunk also written where the image holds it, .caibx, MB/s",
+    ),
+    ("write_limit_fidx_mbps", "write limit, .fidx, MB/s"),
+    ("write_limit_didx_mbps", "write limit, .didx, MB/s"),
+    (
         "casync_extract_peak_rss_mib",
         "peak RSS, casync extract, MiB",
     ),
@@ -629,6 +644,21 @@ fn report(
         (
             "restore_didx_vs_limit",
             m("restore_didx_mbps") / m("limit_didx_mbps"),
+            0.85,
+        ),
+        (
+            "restore_caibx_vs_write_limit",
+            m("restore_caibx_mbps") / m("write_limit_caibx_mbps"),
+            0.85,
+        ),
+        (
+            "restore_fidx_vs_write_limit",
+            m("restore_fidx_mbps") / m("write_limit_fidx_mbps"),
+            0.85,
+        ),
+        (
+            "restore_didx_vs_write_limit",
+            m("restore_didx_mbps") / m("write_limit_didx_mbps"),
             0.85,
         ),
         (

@@ -32,14 +32,18 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The arguments after the bench name: SIZE (default 1G) and ROUNDS (default 3).
+/// The arguments after the bench name: SIZE (default 1G) and ROUNDS (default 3). Run by
+/// `cargo test --benches` (no `--bench` flag, as criterion tells its test mode), a smoke run:
+/// 16M, one round.
 pub(crate) fn size_and_rounds() -> (String, usize) {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let size = args.first().map_or("1G", String::as_str).to_owned();
-    let rounds = args.get(1).map_or(3, |r| r.parse().unwrap());
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = !all.iter().any(|a| a == "--bench");
+    let args: Vec<&String> = all.iter().filter(|a| !a.starts_with("--")).collect();
+    let default_size = if smoke { "16M" } else { "1G" };
+    let size = args.first().map_or(default_size, |s| s.as_str()).to_owned();
+    let rounds = args
+        .get(1)
+        .map_or(if smoke { 1 } else { 3 }, |r| r.parse().unwrap());
     (size, rounds)
 }
 
