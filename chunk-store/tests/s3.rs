@@ -8,10 +8,6 @@ use std::sync::Arc;
 
 use cairn_chunk_store::conformance::{ConformanceTarget, check_store, sample_chunk};
 use cairn_chunk_store::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 
 const ACCESS_KEY: &str = "cairn-test";
 const SECRET_KEY: &str = "cairn-test-secret-key";
@@ -26,26 +22,7 @@ impl Server {
     async fn start(bucket: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(bucket)).unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let connection = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-        });
+        let endpoint = serve_s3(root.path(), ACCESS_KEY, SECRET_KEY).await.unwrap();
         Self { endpoint, root }
     }
 
@@ -219,8 +196,10 @@ async fn an_unreachable_service_is_unavailable_not_missing() {
 
 mod support {
     pub(crate) mod fault_proxy;
+    pub(crate) mod s3_server;
 }
 use support::fault_proxy::{Fault, FaultProxy};
+use support::s3_server::serve_s3;
 
 /// A store whose requests go through `proxy`, with short timeouts and `retries`.
 fn proxied(server: &Server, proxy: &FaultProxy, bucket: &str, retries: usize) -> S3Store {

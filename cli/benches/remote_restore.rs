@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a measurement tool
 
+#[path = "../../chunk-store/tests/support/s3_server.rs"]
+mod s3_server;
 mod support;
 
 use std::path::Path;
@@ -14,10 +16,7 @@ use std::time::Instant;
 
 use support::{cairn, demo_image, median, run, scratch, size_and_rounds};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
+use s3_server::serve_s3;
 
 const KEY: &str = "bench";
 const SECRET: &str = "bench-secret";
@@ -98,28 +97,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let fs = s3s_fs::FileSystem::new(&root).unwrap();
-    let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
-    let service = builder.build();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let connection = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-        }
-    });
+    let endpoint = runtime.block_on(serve_s3(&root, KEY, SECRET)).unwrap();
 
     let output = work.join("restored.img");
     let local = ["--store", datastore.to_str().unwrap()];

@@ -36,6 +36,10 @@ use cairn_chunk_store::{
 use cairn_index::{ChunkIndex, Index};
 use cairn_reader::{ChunkReader, ReaderOptions, chunk_cache};
 
+#[path = "../../chunk-store/tests/support/s3_server.rs"]
+mod s3_server;
+use s3_server::serve_s3;
+
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> std::process::ExitCode {
@@ -262,32 +266,9 @@ fn random(args: &[String]) -> Result<(), Failure> {
 
 /// `s3-serve ROOT`.
 fn s3_serve(root: &Path) -> Result<(), Failure> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder as ConnBuilder;
-    use s3s::auth::SimpleAuth;
-    use s3s::service::S3ServiceBuilder;
-
     let runtime = runtime()?;
-    let fs = s3s_fs::FileSystem::new(root).map_err(|e| format!("{}: {e:?}", root.display()))?;
-    let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single("bench", "bench-secret"));
-    let service = builder.build();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    println!("http://{}", listener.local_addr()?);
-    runtime.spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let connection = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-        }
-    });
+    let endpoint = runtime.block_on(serve_s3(root, "bench", "bench-secret"))?;
+    println!("{endpoint}");
     // Serve until whoever started us closes our standard input.
     let mut sink = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)?;

@@ -6,15 +6,14 @@
 mod common;
 #[path = "../../chunk-store/tests/support/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "../../chunk-store/tests/support/s3_server.rs"]
+mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
+use s3_server::serve_s3;
 
 const ACCESS_KEY: &str = "cairn-cli-test";
 const SECRET_KEY: &str = "cairn-cli-secret-do-not-print";
@@ -35,28 +34,9 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        let endpoint = runtime
+            .block_on(serve_s3(root.path(), ACCESS_KEY, SECRET_KEY))
             .unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        runtime.spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let connection = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-        });
         Self {
             endpoint,
             root,
