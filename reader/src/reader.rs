@@ -654,20 +654,21 @@ impl ChunkReader {
     async fn fetch(&self, info: &ChunkInfo, offset: u64) -> Result<(ChunkData, bool), ReaderError> {
         let len = info.len();
         let expected = checked_len(info)?;
-        let source = self.inner.source.clone();
-        let inner = Arc::clone(&self.inner);
         let mut started = false;
         let data = self
             .inner
             .cache
             .get_or_fetch_with(info.digest, |digest| {
                 started = true;
+                // Cloned only for a fetch: a hit touches no reference count.
+                let inner = Arc::clone(&self.inner);
                 async move {
                     inner
                         .counters
                         .chunks_fetched
                         .fetch_add(1, Ordering::Relaxed);
-                    source
+                    inner
+                        .source
                         .read(&digest, expected)
                         .await
                         .map(Arc::new)
