@@ -360,7 +360,7 @@ async fn write_at_offsets(
     } else {
         Arc::from([])
     };
-    let mut from_threads = spawn_restore_threads(reader, &threaded, file, &path, &halt);
+    let (mut from_threads, threads) = spawn_restore_threads(reader, &threaded, file, &path, &halt);
     // Every write of a chunk read once on an async job runs on the thread that verified it,
     // and holds a clone of `writing`: when all are dropped, no write is left running behind
     // the caller, even one whose fetch was abandoned on a cancel.
@@ -461,6 +461,15 @@ async fn write_at_offsets(
             },
         }
     }
+    // All have ended; one that panicked reported nothing for the chunks it had left.
+    for thread in threads {
+        if let Err(join) = thread.await {
+            fail(ReaderError::Task {
+                what: "restore thread",
+                message: join.to_string(),
+            });
+        }
+    }
     drop(done);
     drop(writing);
     // Waits for writes still running on a verifying thread (only after a cancel or failure).
@@ -473,28 +482,33 @@ const REPORT_BYTES: u64 = 8 << 20;
 
 /// Starts one restore thread per core over the chunks `chunks` (indexes into the image, each
 /// read from a local store and written once). Each reports the bytes it wrote, every
-/// [`REPORT_BYTES`] and at its end, or its failure, and stops at a failure or when `halt` is cancelled; the receiver closes when
-/// all have ended.
+/// [`REPORT_BYTES`] and at its end, or its failure, and stops at a failure or when `halt` is
+/// cancelled; the receiver closes when all have ended, and their handles tell whether one
+/// panicked.
 fn spawn_restore_threads(
     reader: &ChunkReader,
     chunks: &Arc<[usize]>,
     file: &Arc<File>,
     path: &Arc<Path>,
     halt: &CancellationToken,
-) -> tokio::sync::mpsc::UnboundedReceiver<Result<u64, ReaderError>> {
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Result<u64, ReaderError>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let (report, reports) = tokio::sync::mpsc::unbounded_channel();
     if chunks.is_empty() {
-        return reports;
+        return (reports, Vec::new());
     }
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(chunks.len());
     let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(threads);
     for _ in 0..threads {
         let (reader, chunks, next) = (reader.clone(), Arc::clone(chunks), Arc::clone(&next));
         let (file, path, halt) = (Arc::clone(file), Arc::clone(path), halt.clone());
         let report = report.clone();
-        tokio::task::spawn_blocking(move || {
+        handles.push(tokio::task::spawn_blocking(move || {
             // Progress goes out every few MiB, not per chunk: each report wakes the restore.
             let mut unreported = 0;
             while !halt.is_cancelled() {
@@ -532,7 +546,7 @@ fn spawn_restore_threads(
             if unreported > 0 {
                 let _ = report.send(Ok(unreported));
             }
-        });
+        }));
     }
-    reports
+    (reports, handles)
 }

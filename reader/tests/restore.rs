@@ -305,13 +305,14 @@ async fn a_bad_chunk_fails_the_restore_on_either_path_and_leaves_the_old_file() 
     }
 }
 
-/// A local store that cancels a token as its `at`-th chunk is read.
+/// A local store that cancels a token (or panics) as its `at`-th chunk is read.
 #[derive(Debug)]
 struct CancelAt {
     inner: Arc<MemoryStore>,
     reads: AtomicUsize,
     at: usize,
     cancel: CancellationToken,
+    panic: bool,
 }
 
 #[async_trait::async_trait]
@@ -345,6 +346,7 @@ impl ChunkStore for CancelAt {
 impl LocalChunks for CancelAt {
     fn get_blocking(&self, digest: &Digest) -> StoreResult<EncodedChunk> {
         if self.reads.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            assert!(!self.panic, "a store that panics on its chunk {}", self.at);
             self.cancel.cancel();
         }
         self.inner.local().unwrap().get_blocking(digest)
@@ -360,6 +362,7 @@ async fn a_restore_cancelled_under_way_stops_on_either_path() {
         reads: AtomicUsize::new(0),
         at: 100,
         cancel: cancel.clone(),
+        panic: false,
     });
     // The async path: cancelled as the first bytes are reported written.
     let stores: [(&str, Arc<dyn ChunkStore>); 2] = [("local", local), ("async", fixture.store())];
@@ -394,4 +397,32 @@ async fn a_restore_cancelled_under_way_stops_on_either_path() {
             "{name}: {fetched} of 512 chunks fetched after the cancel"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_thread_that_panics_fails_the_restore() {
+    let fixture = fixed(common::noise(42, 1 << 20), 4096).await;
+    let store = Arc::new(CancelAt {
+        inner: fixture.memory.clone(),
+        reads: AtomicUsize::new(0),
+        at: 50,
+        cancel: CancellationToken::new(),
+        panic: true,
+    });
+    let reader = ChunkReader::new(fixture.index.clone(), store, ReaderOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("old.img");
+    std::fs::write(&output, b"old").unwrap();
+    let error = restore_to_path(
+        &reader,
+        &output,
+        RestoreOptions::default(),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, ReaderError::Task { .. }), "{error:?}");
+    assert_eq!(std::fs::read(&output).unwrap(), b"old");
+    assert_eq!(names(dir.path()), ["old.img"]);
 }
