@@ -323,10 +323,10 @@ async fn to_device(
 }
 
 /// Fetches every chunk (in parallel) and writes it at its offset in `file`; returns the number
-/// of zero chunks left unwritten. On a local store, the chunks the image holds once are read,
-/// verified and written by restore threads, one per core, each chunk on one thread from start
-/// to end; the rest (chunks met again, through the cache, and zeros a device needs) by async
-/// jobs beside them. On a cancel or the first failure, starts nothing more and returns once the
+/// of zero chunks left unwritten. On a local store, every non-zero chunk is written by one of
+/// the restore threads, one per core: a chunk the image holds once is read and verified on that
+/// thread from start to end, one met again comes through the cache (fetched once); async jobs
+/// write the zeros a device needs. Otherwise async jobs do it all. On a cancel or the first failure, starts nothing more and returns once the
 /// writes under way are done, so no write is left running behind the caller.
 async fn write_at_offsets(
     reader: &ChunkReader,
@@ -354,13 +354,14 @@ async fn write_at_offsets(
     let threaded: Arc<[usize]> = if reader.reads_locally() {
         index
             .chunks()
-            .filter(|c| !reader.is_zero_chunk(c) && once.contains(&c.digest))
+            .filter(|c| !reader.is_zero_chunk(c))
             .map(|c| c.index)
             .collect()
     } else {
         Arc::from([])
     };
-    let (mut from_threads, threads) = spawn_restore_threads(reader, &threaded, file, &path, &halt);
+    let (mut from_threads, threads) =
+        spawn_restore_threads(reader, &threaded, &once, file, &path, &halt);
     // Every write of a chunk read once on an async job runs on the thread that verified it,
     // and holds a clone of `writing`: when all are dropped, no write is left running behind
     // the caller, even one whose fetch was abandoned on a cancel.
@@ -488,6 +489,7 @@ const REPORT_BYTES: u64 = 8 << 20;
 fn spawn_restore_threads(
     reader: &ChunkReader,
     chunks: &Arc<[usize]>,
+    once: &Arc<HashSet<Digest>>,
     file: &Arc<File>,
     path: &Arc<Path>,
     halt: &CancellationToken,
@@ -504,10 +506,11 @@ fn spawn_restore_threads(
         .min(chunks.len());
     let next = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(threads);
+    let runtime = tokio::runtime::Handle::current();
     for _ in 0..threads {
         let (reader, chunks, next) = (reader.clone(), Arc::clone(chunks), Arc::clone(&next));
         let (file, path, halt) = (Arc::clone(file), Arc::clone(path), halt.clone());
-        let report = report.clone();
+        let (report, once, runtime) = (report.clone(), Arc::clone(once), runtime.clone());
         handles.push(tokio::task::spawn_blocking(move || {
             // Progress goes out every few MiB, not per chunk: each report wakes the restore.
             let mut unreported = 0;
@@ -518,7 +521,18 @@ fn spawn_restore_threads(
                 let Some(info) = reader.index().chunk(i) else {
                     continue;
                 };
-                let written = match reader.chunk_blocking(&info) {
+                // A chunk met again comes through the cache (fetched once, shared); one held
+                // once is read and verified right here.
+                let data = if once.contains(&info.digest) {
+                    reader.chunk_blocking(&info)
+                } else {
+                    Some(
+                        runtime
+                            .block_on(reader.chunk(i))
+                            .map(Option::unwrap_or_default),
+                    )
+                };
+                let written = match data {
                     Some(Ok(data)) => file
                         .write_all_at(&data, info.start)
                         .map(|()| info.len())

@@ -426,3 +426,28 @@ async fn a_restore_thread_that_panics_fails_the_restore() {
     assert_eq!(std::fs::read(&output).unwrap(), b"old");
     assert_eq!(names(dir.path()), ["old.img"]);
 }
+
+#[tokio::test]
+async fn a_local_restore_works_on_a_single_threaded_runtime() {
+    // The restore threads fetch repeated chunks through the cache from outside the runtime.
+    let fixture = fixed(once_and_repeated(), 4096).await;
+    let reader = ChunkReader::new(
+        fixture.index.clone(),
+        fixture.memory.clone(),
+        ReaderOptions::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.img");
+    restore_to_path(
+        &reader,
+        &output,
+        RestoreOptions::default(),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&output).unwrap(), fixture.image);
+    assert_eq!(reader.stats().chunks_fetched, 11);
+    assert_eq!(reader.stats().cache.entries, 1);
+}
