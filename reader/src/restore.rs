@@ -481,8 +481,8 @@ async fn write_at_offsets(
 /// How many bytes a restore thread writes between two progress reports.
 const REPORT_BYTES: u64 = 8 << 20;
 
-/// Starts one restore thread per core over the chunks `chunks` (indexes into the image, each
-/// read from a local store and written once). Each reports the bytes it wrote, every
+/// Starts one restore thread per core over the chunks `chunks` (the image's non-zero chunks,
+/// by index, from a local store; those in `once` are read uncached). Each reports the bytes it wrote, every
 /// [`REPORT_BYTES`] and at its end, or its failure, and stops at a failure or when `halt` is
 /// cancelled; the receiver closes when all have ended, and their handles tell whether one
 /// panicked.
