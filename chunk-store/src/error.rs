@@ -190,6 +190,17 @@ pub enum StoreError {
         /// What happened.
         message: String,
     },
+    /// A folder given as a disk tier ([`DiskTier`](crate::DiskTier)) that cairn did not make
+    /// for one: a datastore, a casync store, or any other folder that is not empty and lacks
+    /// the tier's marker file. Nothing in it was touched. A usage error: another folder is
+    /// needed.
+    #[error("{}: not a disk cache of cairn: {why}; nothing in it was touched", folder.display())]
+    ForeignFolder {
+        /// The folder.
+        folder: PathBuf,
+        /// What it holds, and what to do instead.
+        why: &'static str,
+    },
     /// A fault injected by a test store.
     #[error("{store}: injected fault on chunk {digest}")]
     Injected {
@@ -381,7 +392,7 @@ impl StoreError {
             | Self::DecodeTask { store, .. }
             | Self::Injected { store, .. }
             | Self::Encode { store, .. } => Some(store),
-            Self::TooLarge { .. } => None,
+            Self::TooLarge { .. } | Self::ForeignFolder { .. } => None,
         }
     }
 

@@ -83,7 +83,7 @@ pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
 pub use crate::store::{
     ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
 };
-pub use crate::tier::{DiskTier, TierStats};
+pub use crate::tier::{DISK_CACHE_MARKER, DiskTier, TierStats};
 
 /// The formats' numbers and kinds: blob magics and header sizes, the 128 MiB blob cap, the
 /// magics of casync's compressions, and what kind of blob or casync chunk some bytes are.

@@ -1,8 +1,14 @@
 //! A local disk tier in front of any store: chunks read from the origin are kept in a local
 //! PBS datastore or casync store folder, bounded in bytes, and served from there next time.
+//!
+//! The folder is the tier's own: it is marked by [`DISK_CACHE_MARKER`] when the tier creates
+//! it, and a folder that holds anything without that marker is refused before anything in it is
+//! touched, so eviction can never delete a store's chunks.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -13,6 +19,16 @@ use crate::error::{Location, Result, StoreError};
 use crate::pbs::{PbsDatastore, blocking};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 use crate::turns::Turns;
+
+/// The file that marks a folder as a disk tier of cairn's. [`DiskTier::open`] writes it into the
+/// empty (or new) folder it is given and refuses any other folder that lacks it, so the tier's
+/// evictions only ever delete chunk files in a folder cairn made for them. An open tier holds an
+/// exclusive lock (`flock`) on it for as long as it lives.
+pub const DISK_CACHE_MARKER: &str = ".cairn-disk-cache";
+
+/// What the marker file says to whoever finds it.
+const MARKER_TEXT: &str = "This folder is a disk cache of cairn: copies of chunks kept to be read \
+again, deleted when the cache needs room. The whole folder may be deleted when no cairn runs.\n";
 
 /// A bounded local copy of a store's chunks, itself a [`ChunkStore`].
 ///
@@ -34,6 +50,16 @@ use crate::turns::Turns;
 ///
 /// The folder is a PBS datastore or a casync store: the one it holds, or for an empty folder
 /// the layout of the first chunk kept. Chunks of the other encoding are served, not kept.
+///
+/// - **Its own folder only**: [`open`](DiskTier::open) takes an empty or new folder (and marks
+///   it with [`DISK_CACHE_MARKER`]) or one it marked before; a folder holding a datastore, a
+///   casync store or anything else is refused with [`StoreError::ForeignFolder`], untouched.
+/// - **One owner, any number of readers**: the first tier to open a folder locks it and is its
+///   owner, the only one that fills and evicts. A tier that opens a folder another process (or
+///   another tier of this one) owns is [shared](DiskTier::is_shared): it serves the chunks it
+///   finds there and reads everything else from the origin without keeping it, so two
+///   processes never overrun the budget or fight over the order. The lock goes with the owner
+///   (also when it crashes); the next tier to open the folder owns it.
 #[derive(Debug, Clone)]
 pub struct DiskTier {
     inner: Arc<Inner>,
@@ -49,6 +75,8 @@ struct Inner {
     turns: Turns,
     filling: AtomicBool,
     counters: Counters,
+    /// The marker file, locked while this tier owns the folder; `None` for a shared tier.
+    owner_lock: Option<File>,
 }
 
 /// What the tier has done since it opened.
@@ -71,6 +99,8 @@ pub struct TierStats {
     pub bytes: u64,
     /// Chunks in the folder now.
     pub chunks: u64,
+    /// Bytes reserved by chunks being written now.
+    pub reserved: u64,
 }
 
 #[derive(Debug, Default)]
@@ -167,8 +197,12 @@ impl Lru {
     }
 
     /// Reserves `size` bytes for a chunk being written and returns the chunks to delete to
-    /// make room.
-    fn reserve(&mut self, size: u64, budget: u64) -> Vec<Digest> {
+    /// make room; `None`, reserving and evicting nothing, if the chunks being written leave no
+    /// room for it even with every kept chunk gone.
+    fn reserve(&mut self, size: u64, budget: u64) -> Option<Vec<Digest>> {
+        if self.reserved.saturating_add(size) > budget {
+            return None;
+        }
         self.reserved += size;
         let mut victims = Vec::new();
         while self.used + self.reserved > budget {
@@ -180,16 +214,47 @@ impl Lru {
             }
             victims.push(digest);
         }
-        victims
+        Some(victims)
+    }
+}
+
+/// Bytes reserved for a chunk being written: given back when dropped, whether the write
+/// finished, failed or was abandoned with its future (a cancelled read), unless it became the
+/// kept chunk's own bytes.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    size: u64,
+}
+
+impl Reservation<'_> {
+    /// Turns the reservation into chunk `digest`, kept: both in one critical section, so the
+    /// bytes are counted throughout.
+    fn keep(mut self, digest: Digest) {
+        let mut lru = self.inner.lock();
+        lru.reserved -= self.size;
+        lru.insert(digest, self.size);
+        self.size = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.size > 0 {
+            self.inner.lock().reserved -= self.size;
+        }
     }
 }
 
 impl DiskTier {
-    /// A tier in `folder` (created if needed) of at most `budget` bytes in front of `origin`.
-    /// Chunks already in the folder are kept, up to the budget.
+    /// A tier in `folder` of at most `budget` bytes in front of `origin`. A new or empty folder
+    /// is created and marked as the tier's; one the tier marked before is opened with the
+    /// chunks in it kept, up to the budget. If another tier owns the folder now, this one is
+    /// [shared](DiskTier::is_shared).
     ///
     /// # Errors
-    /// [`StoreError::Store`] if the folder cannot be created or listed.
+    /// [`StoreError::ForeignFolder`] for a folder cairn did not make (a datastore, a casync
+    /// store, any other folder that is not empty, or a file), with nothing in it touched;
+    /// [`StoreError::Store`] if the folder cannot be created, marked, locked or listed.
     pub fn open(
         folder: impl AsRef<Path>,
         budget: u64,
@@ -197,13 +262,28 @@ impl DiskTier {
     ) -> Result<Self> {
         let folder = folder.as_ref().to_path_buf();
         let name = Arc::clone(origin.name());
-        std::fs::create_dir_all(&folder).map_err(|e| {
+        let problem = |what: &str, e: io::Error| {
             StoreError::store(
                 &name,
-                &format!("cannot create the disk cache {}", folder.display()),
+                &format!("cannot {what} the disk cache {}", folder.display()),
                 Some(e),
             )
+        };
+        let marker = claim(&folder).map_err(|e| match e {
+            Claim::Foreign(why) => StoreError::ForeignFolder {
+                folder: folder.clone(),
+                why,
+            },
+            Claim::Io(what, e) => problem(what, e),
         })?;
+        let owner_lock = match rustix::fs::flock(
+            &marker,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Some(marker),
+            Err(rustix::io::Errno::WOULDBLOCK) => None,
+            Err(e) => return Err(problem("lock", e.into())),
+        };
         let inner = Inner {
             origin,
             local: OnceLock::new(),
@@ -213,22 +293,22 @@ impl DiskTier {
             filling: AtomicBool::new(true),
             counters: Counters::default(),
             folder,
+            owner_lock,
         };
-        let found = if inner.folder.join(".chunks").is_dir() {
-            Some(ChunkEncoding::PbsBlob)
-        } else if has_prefix_folders(&inner.folder) {
-            Some(ChunkEncoding::CasyncCompressed)
-        } else {
-            None
-        };
-        if let Some(encoding) = found {
-            let local = Local::create(&inner.folder, encoding)?;
+        if let Some(local) = inner.found_local()? {
             inner.adopt(&local)?;
             let _ = inner.local.set(local);
         }
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Whether another tier owns the folder: this one serves the chunks it finds there and
+    /// never writes or evicts any (see [`DiskTier`]).
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.inner.owner_lock.is_none()
     }
 
     /// The origin.
@@ -263,8 +343,64 @@ impl DiskTier {
             fill_failures: c.fill_failures.load(Ordering::Relaxed),
             bytes: lru.used,
             chunks: lru.entries.len() as u64,
+            reserved: lru.reserved,
         }
     }
+}
+
+/// Why a folder cannot be a tier's.
+enum Claim {
+    /// It is not the tier's to fill: why, in words.
+    Foreign(&'static str),
+    /// What could not be done, and why.
+    Io(&'static str, io::Error),
+}
+
+/// The marker of `folder`, open: the folder created and marked if it is new or empty, or
+/// marked before; refused, untouched, if it holds anything else.
+fn claim(folder: &Path) -> std::result::Result<File, Claim> {
+    match std::fs::metadata(folder) {
+        Ok(meta) if !meta.is_dir() => return Err(Claim::Foreign("it is not a folder")),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(folder).map_err(|e| Claim::Io("create", e))?;
+        }
+        Err(e) => return Err(Claim::Io("examine", e)),
+    }
+    let marker = folder.join(DISK_CACHE_MARKER);
+    let marked = std::fs::symlink_metadata(&marker).is_ok_and(|meta| meta.is_file());
+    if !marked {
+        let mut entries = std::fs::read_dir(folder).map_err(|e| Claim::Io("list", e))?;
+        if entries.next().is_some() {
+            return Err(Claim::Foreign(if folder.join(".chunks").is_dir() {
+                "it holds a PBS datastore, whose chunks the cache would delete to stay within its \
+                 size; give an empty or new folder"
+            } else if has_prefix_folders(folder) {
+                "it holds a casync store, or a disk cache of a cairn older than the marker file, \
+                 which cannot be told apart; delete it if it is a cache, or give an empty or new \
+                 folder"
+            } else {
+                "it is not empty and has no marker file; give an empty or new folder"
+            }));
+        }
+        match File::options()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .and_then(|mut file| io::Write::write_all(&mut file, MARKER_TEXT.as_bytes()))
+        {
+            // Another process marked it at the same moment: as good.
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Claim::Io("mark", e));
+            }
+            _ => {}
+        }
+    }
+    File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(&marker)
+        .map_err(|e| Claim::Io("open the marker of", e))
 }
 
 /// Whether `folder` has a four-hex-digit subfolder, as a casync store does.
@@ -285,8 +421,40 @@ impl Inner {
         self.lru.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn shared(&self) -> bool {
+        self.owner_lock.is_none()
+    }
+
+    /// The store the folder holds already, if it holds one.
+    fn found_local(&self) -> Result<Option<Local>> {
+        let found = if self.folder.join(".chunks").is_dir() {
+            Some(ChunkEncoding::PbsBlob)
+        } else if has_prefix_folders(&self.folder) {
+            Some(ChunkEncoding::CasyncCompressed)
+        } else {
+            None
+        };
+        found
+            .map(|encoding| Local::create(&self.folder, encoding))
+            .transpose()
+    }
+
+    /// The folder's store: the one known, or for a shared tier the one its owner may have made
+    /// since.
+    fn local(&self) -> Option<&Local> {
+        if let Some(local) = self.local.get() {
+            return Some(local);
+        }
+        if self.shared()
+            && let Ok(Some(local)) = self.found_local()
+        {
+            return Some(self.local.get_or_init(|| local));
+        }
+        None
+    }
+
     /// Takes the chunks already in the folder into the order, least recently read first, and
-    /// deletes the oldest beyond the budget.
+    /// (as its owner) deletes the oldest beyond the budget.
     fn adopt(&self, local: &Local) -> Result<()> {
         let mut found = Vec::new();
         for digest in local.digests()? {
@@ -301,7 +469,10 @@ impl Inner {
         for (_, digest, size) in found {
             lru.insert(digest, size);
         }
-        let victims = lru.reserve(0, self.budget);
+        if self.shared() {
+            return Ok(());
+        }
+        let victims = lru.reserve(0, self.budget).unwrap_or_default();
         drop(lru);
         for digest in victims {
             let _ = std::fs::remove_file(local.path(&digest));
@@ -310,9 +481,10 @@ impl Inner {
         Ok(())
     }
 
-    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        if let Some(local) = self.local.get()
-            && self.lock().contains(digest)
+    async fn get(self: &Arc<Self>, digest: &Digest) -> Result<EncodedChunk> {
+        // The owner knows what the folder holds; a shared tier looks, since the owner fills it.
+        if let Some(local) = self.local()
+            && (self.shared() || self.lock().contains(digest))
         {
             match local.store().get(digest).await {
                 Ok(chunk) => {
@@ -328,41 +500,54 @@ impl Inner {
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let chunk = self.origin.get(digest).await?;
-        self.fill(digest, &chunk).await;
+        if !self.shared() && self.filling.load(Ordering::Relaxed) {
+            // The fill runs as a task of its own and ends even if this read is given up (a
+            // restore's first failure, a caller's timeout): a chunk file written is a chunk
+            // counted, and its reservation is given back either way. Waiting for it here, in
+            // the chunk's turn, lets the next reader of the chunk find it on disk.
+            let fill = tokio::spawn({
+                let inner = Arc::clone(self);
+                let (digest, encoding, bytes) = (*digest, chunk.encoding, chunk.bytes.clone());
+                async move { inner.fill(&digest, encoding, bytes).await }
+            });
+            let _ = fill.await;
+        }
         Ok(chunk)
     }
 
-    /// Keeps `chunk` in the folder if it fits; a failure only stops filling.
-    async fn fill(&self, digest: &Digest, chunk: &EncodedChunk) {
-        if !self.filling.load(Ordering::Relaxed) {
+    /// Keeps `chunk` in the folder if it fits; a failure only stops filling. Only the owner
+    /// fills, and only within the budget: a chunk for which the chunks being written leave no
+    /// room is served and not kept.
+    async fn fill(&self, digest: &Digest, encoding: ChunkEncoding, bytes: Vec<u8>) {
+        if self.shared() || !self.filling.load(Ordering::Relaxed) {
             return;
         }
-        let size = chunk.bytes.len() as u64;
+        let size = bytes.len() as u64;
         if size > self.budget {
             return;
         }
         let local = match self.local.get() {
             Some(local) => local,
-            None => match Local::create(&self.folder, chunk.encoding) {
+            None => match Local::create(&self.folder, encoding) {
                 Ok(local) => self.local.get_or_init(|| local),
                 Err(_) => return self.fill_failed(),
             },
         };
-        if !local.keeps(chunk.encoding) {
+        if !local.keeps(encoding) {
             return;
         }
-        let victims = self.lock().reserve(size, self.budget);
+        let Some(victims) = self.lock().reserve(size, self.budget) else {
+            return;
+        };
+        let reservation = Reservation { inner: self, size };
         self.delete(local, victims, &self.counters.evictions).await;
-        let put = local.store().put(digest, chunk.bytes.clone()).await;
-        let mut lru = self.lock();
-        lru.reserved -= size;
-        match put {
+        match local.store().put(digest, bytes).await {
             Ok(PutOutcome::Inserted | PutOutcome::AlreadyPresent) => {
-                lru.insert(*digest, size);
+                reservation.keep(*digest);
                 self.counters.fills.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
-                drop(lru);
+                drop(reservation);
                 self.fill_failed();
             }
         }
@@ -393,12 +578,13 @@ impl Inner {
     }
 
     async fn reject(&self, digest: &Digest, error: &StoreError) -> bool {
-        let ours = match (self.local.get(), error.location()) {
+        let ours = match (self.local(), error.location()) {
             (Some(local), Some(Location::Path(path))) => *path == local.path(digest),
             _ => false,
         };
-        if let Some(local) = self.local.get() {
-            // Whoever gave the bad bytes, no copy of them stays.
+        if let Some(local) = self.local() {
+            // Whoever gave the bad bytes, no copy of them stays (a shared tier deletes a bad
+            // copy too: chunk files are written whole, so a bad one is bad for everyone).
             let kept = self.lock().remove(digest);
             if kept || ours {
                 self.delete(local, vec![*digest], &self.counters.rejected)
@@ -458,6 +644,7 @@ mod tests {
         Touch(u8),
         Remove(u8),
         Reserve(u16),
+        Release,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -466,17 +653,20 @@ mod tests {
             (0u8..12).prop_map(Op::Touch),
             (0u8..12).prop_map(Op::Remove),
             (0u16..800).prop_map(Op::Reserve),
+            Just(Op::Release),
         ]
     }
 
     proptest! {
-        /// Against a list in recency order (least recent first): the same chunks, the same
-        /// sizes, the same victims.
+        /// Against a list in recency order (least recent first) and a list of reservations
+        /// held: the same chunks, the same sizes, the same victims, and never a reservation
+        /// the chunks being written leave no room for.
         #[test]
         fn lru_order_matches_a_list(ops in prop::collection::vec(op(), 0..200)) {
             let budget = 1500;
             let mut lru = Lru::default();
             let mut model: Vec<(u8, u64)> = Vec::new();
+            let mut held: Vec<u64> = Vec::new();
             for op in ops {
                 match op {
                     Op::Insert(d, size) => {
@@ -499,17 +689,29 @@ mod tests {
                     Op::Reserve(size) => {
                         let size = u64::from(size);
                         let victims = lru.reserve(size, budget);
-                        let mut expected = Vec::new();
-                        while model.iter().map(|(_, s)| s).sum::<u64>() + size > budget
-                            && !model.is_empty()
-                        {
-                            expected.push([model.remove(0).0; 32]);
+                        let reserved: u64 = held.iter().sum();
+                        if reserved + size > budget {
+                            prop_assert_eq!(victims, None);
+                        } else {
+                            let mut expected = Vec::new();
+                            while model.iter().map(|(_, s)| s).sum::<u64>() + reserved + size
+                                > budget
+                                && !model.is_empty()
+                            {
+                                expected.push([model.remove(0).0; 32]);
+                            }
+                            prop_assert_eq!(victims, Some(expected));
+                            held.push(size);
+                            prop_assert!(lru.used + lru.reserved <= budget);
                         }
-                        prop_assert_eq!(victims, expected);
-                        prop_assert!(lru.used + size <= budget || lru.entries.is_empty());
-                        lru.reserved -= size;
+                    }
+                    Op::Release => {
+                        if let Some(size) = held.pop() {
+                            lru.reserved -= size;
+                        }
                     }
                 }
+                prop_assert_eq!(lru.reserved, held.iter().sum::<u64>());
                 prop_assert_eq!(lru.used, model.iter().map(|(_, s)| s).sum::<u64>());
                 prop_assert_eq!(lru.entries.len(), model.len());
                 let order: Vec<Digest> = lru.order.values().copied().collect();

@@ -350,7 +350,9 @@ async fn a_disk_tier_keeps_nothing_from_a_cut_short_download() {
         "nothing written"
     );
 
-    // Whole downloads: the tier fills, and the next read needs no download.
+    // Whole downloads: the tier fills, and the next read needs no download. (The first tier
+    // goes first: while it lives, it owns the folder.)
+    drop((source, tier));
     let whole = FaultProxy::start(&upstream(&server), |_, _, _| Fault::Pass).await;
     let tier = DiskTier::open(
         folder.path(),

@@ -1,7 +1,7 @@
 //! The disk tier and store chains: the conformance suite, and what each promises beyond it
 //! (fetched once, bounded, bad copies refetched, full disks read through, chains fall through).
 
-#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+#![allow(clippy::unwrap_used, clippy::panic)] // tests unwrap and panic: a failure is the test failing
 
 use std::sync::{Arc, Mutex};
 
@@ -194,7 +194,7 @@ async fn the_budget_holds_and_the_least_recently_used_chunk_goes_first() {
     let stats = tier.stats();
     assert!(stats.bytes <= budget, "{stats:?} over {budget}");
     assert_eq!(stats.evictions, 3, "{stats:?}");
-    let files: u64 = walk(folder.path()).iter().map(|p| p.1).sum();
+    let files = chunk_bytes_on_disk(folder.path());
     assert!(files <= budget, "{files} bytes on disk, budget {budget}");
     // A chunk larger than the whole budget is served and not kept.
     let small = DiskTier::open(
@@ -206,6 +206,15 @@ async fn the_budget_holds_and_the_least_recently_used_chunk_goes_first() {
     let source = ChunkSource::new(Arc::new(small.clone()), DigestAlgorithm::Sha256);
     assert!(source.read(&chunks[0].0, 100_000).await.unwrap() == chunks[0].1);
     assert_eq!(small.stats().chunks, 0);
+}
+
+/// Bytes of the chunk files under `folder` (every file but the tier's marker).
+fn chunk_bytes_on_disk(folder: &std::path::Path) -> u64 {
+    walk(folder)
+        .iter()
+        .filter(|(path, _)| !path.ends_with(DISK_CACHE_MARKER))
+        .map(|(_, len)| len)
+        .sum()
 }
 
 /// Every file under `folder`, with its size.
@@ -477,4 +486,235 @@ async fn read_then_hands_over_only_a_sound_chunk_and_only_once() {
         .unwrap();
     assert!(got == data);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// Every file under `folder` with its size and modification time, sorted: what "untouched"
+/// compares.
+fn snapshot(folder: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut files: Vec<_> = walk(folder)
+        .into_iter()
+        .map(|(path, len)| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            (path, len, modified)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `count` chunks of about `len` bytes each, written to `store`.
+async fn chunks_in(store: Arc<dyn ChunkStore>, count: u32, len: usize) -> Vec<(Digest, Vec<u8>)> {
+    let writer = ChunkSource::new(store, DigestAlgorithm::Sha256);
+    let mut chunks = Vec::new();
+    for seed in 0..count {
+        let data = sample_chunk(u64::from(seed), len);
+        let (digest, _) = writer.write(data.clone()).await.unwrap();
+        chunks.push((digest, data));
+    }
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_cairn_did_not_make_is_refused_and_left_untouched() {
+    let origin: Arc<dyn ChunkStore> = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let root = tempfile::tempdir().unwrap();
+    // A PBS datastore with chunks (what a tier would have adopted and evicted), a casync store
+    // (or an old tier, which looks the same), a folder of other files, and a file.
+    let datastore = root.path().join("datastore");
+    let pbs: Arc<dyn ChunkStore> = Arc::new(PbsDatastore::create(&datastore).unwrap());
+    chunks_in(pbs, 16, 20_000).await;
+    let castr = root.path().join("default.castr");
+    let casync: Arc<dyn ChunkStore> = Arc::new(CastrStore::create(&castr).unwrap());
+    chunks_in(casync, 16, 20_000).await;
+    let other = root.path().join("home");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let file = root.path().join("file");
+    std::fs::write(&file, b"a file").unwrap();
+    for (folder, words) in [
+        (&datastore, "PBS datastore"),
+        (&castr, "casync store"),
+        (&other, "not empty"),
+        (&file, "not a folder"),
+    ] {
+        let before = if folder.is_dir() {
+            snapshot(folder)
+        } else {
+            Vec::new()
+        };
+        // A budget of one byte: any chunk adopted would have been evicted at once.
+        let error = DiskTier::open(folder, 1, Arc::clone(&origin)).unwrap_err();
+        assert!(
+            matches!(error, StoreError::ForeignFolder { .. }),
+            "{}: {error}",
+            folder.display()
+        );
+        assert!(error.to_string().contains(words), "{error}");
+        if folder.is_dir() {
+            assert_eq!(snapshot(folder), before, "{}", folder.display());
+            assert!(!folder.join(DISK_CACHE_MARKER).exists());
+        }
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"a file");
+
+    // A new folder and an empty one become tiers, marked; a marked one opens again with its
+    // chunks, and its evictions delete only them.
+    for folder in [root.path().join("new/cache"), {
+        let empty = root.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        empty
+    }] {
+        let chunks = chunks_in(Arc::clone(&origin), 3, 20_000).await;
+        {
+            let tier = DiskTier::open(&folder, 64 << 20, Arc::clone(&origin)).unwrap();
+            assert!(!tier.is_shared());
+            let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+            for (digest, data) in &chunks {
+                assert!(&source.read(digest, data.len()).await.unwrap() == data);
+            }
+            assert_eq!(tier.stats().chunks, 3);
+        }
+        assert!(folder.join(DISK_CACHE_MARKER).is_file());
+        let again = DiskTier::open(&folder, 1, Arc::clone(&origin)).unwrap();
+        assert_eq!(again.stats().chunks, 0, "evicted down to the budget");
+        assert!(folder.join(DISK_CACHE_MARKER).is_file());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tier_on_a_folder_in_use_shares_it_and_never_writes() {
+    let origin = Arc::new(FaultStore::new(Arc::new(MemoryStore::new(
+        ChunkEncoding::PbsBlob,
+    ))));
+    let chunks = chunks_in(origin.clone(), 4, 30_000).await;
+    let folder = tempfile::tempdir().unwrap();
+    let owner = DiskTier::open(folder.path(), 64 << 20, origin.clone()).unwrap();
+    let read = |tier: &DiskTier, i: usize| {
+        let source = ChunkSource::new(Arc::new(tier.clone()), DigestAlgorithm::Sha256);
+        let (digest, data) = chunks[i].clone();
+        async move { assert!(source.read(&digest, data.len()).await.unwrap() == data) }
+    };
+    read(&owner, 0).await;
+    // Opened while the owner lives (another process would see the same lock): shared.
+    let shared = DiskTier::open(folder.path(), 64 << 20, origin.clone()).unwrap();
+    assert!(shared.is_shared());
+    assert_eq!(shared.stats().chunks, 1);
+    let files = snapshot(folder.path());
+    read(&shared, 0).await; // found in the folder
+    read(&shared, 1).await; // from the origin, not kept
+    read(&shared, 1).await;
+    assert_eq!(
+        snapshot(folder.path()).len(),
+        files.len(),
+        "the shared tier wrote nothing"
+    );
+    let stats = shared.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.fills),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+    // What the owner keeps later, the shared tier finds.
+    read(&owner, 2).await;
+    let gets = origin.total_gets();
+    read(&shared, 2).await;
+    assert_eq!(origin.total_gets(), gets);
+    // A tier that opens the folder once its owner is gone owns it.
+    drop(owner);
+    let next = DiskTier::open(folder.path(), 64 << 20, origin.clone()).unwrap();
+    assert!(!next.is_shared());
+    read(&next, 3).await;
+    assert_eq!(next.stats().fills, 1);
+    drop(shared);
+}
+
+/// Polls `future` once and leaves it where it stopped; its output if it finished.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Waits until the fills `tier` started have run and none is under way.
+async fn settled(tier: &DiskTier) -> TierStats {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..500 {
+        let stats = tier.stats();
+        if stats.reserved == 0 {
+            return stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("fills still under way: {:?}", tier.stats());
+}
+
+// One thread: what runs between the polls below is only what they start.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_read_neither_leaks_its_reservation_nor_leaves_an_uncounted_file() {
+    let origin: Arc<dyn ChunkStore> = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let chunks = chunks_in(Arc::clone(&origin), 6, 40_000).await;
+    let mut sizes = Vec::new();
+    for (digest, _) in &chunks {
+        sizes.push(origin.get(digest).await.unwrap().bytes.len() as u64);
+    }
+    let budget = sizes.iter().sum::<u64>() + 10;
+    let folder = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(folder.path(), budget, Arc::clone(&origin)).unwrap();
+    // Three reads given up while their chunks are being written (a restore's first failure,
+    // a caller's timeout).
+    for (digest, _) in &chunks[..3] {
+        let mut read = tier.get(digest);
+        assert!(poll_once(&mut read).await.is_none());
+        drop(read);
+    }
+    // Their writes end on their own: every byte reserved is given back or kept, and every
+    // file in the folder is counted.
+    let stats = settled(&tier).await;
+    assert_eq!(stats.chunks, 3, "{stats:?}");
+    assert_eq!(chunk_bytes_on_disk(folder.path()), stats.bytes);
+    // So the budget is all there for the other three, which stay with them.
+    for (digest, _) in &chunks[3..] {
+        tier.get(digest).await.unwrap();
+    }
+    let stats = tier.stats();
+    assert_eq!((stats.chunks, stats.evictions), (6, 0), "{stats:?}");
+    assert_eq!(chunk_bytes_on_disk(folder.path()), stats.bytes);
+}
+
+// One thread: what runs between the polls below is only what they start.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_fills_never_take_the_tier_over_its_size() {
+    let origin: Arc<dyn ChunkStore> = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let chunks = chunks_in(Arc::clone(&origin), 8, 40_000).await;
+    let size = origin.get(&chunks[0].0).await.unwrap().bytes.len() as u64;
+    let budget = 3 * size + 500;
+    let folder = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(folder.path(), budget, Arc::clone(&origin)).unwrap();
+    // Eight reads started at once: their fills each reserve bytes, or find no room, before
+    // any finishes.
+    let mut reads: Vec<_> = chunks.iter().map(|(digest, _)| tier.get(digest)).collect();
+    let mut done = Vec::new();
+    for read in &mut reads {
+        done.push(poll_once(read).await);
+    }
+    for ((read, done), (_, data)) in reads.into_iter().zip(done).zip(&chunks) {
+        let chunk = match done {
+            Some(chunk) => chunk,
+            None => read.await,
+        }
+        .unwrap();
+        assert_eq!(decode_blob(&chunk.bytes, data.len()).unwrap(), *data);
+    }
+    let stats = settled(&tier).await;
+    assert!(stats.bytes <= budget, "{stats:?}");
+    let on_disk = chunk_bytes_on_disk(folder.path());
+    assert!(
+        on_disk <= budget,
+        "{on_disk} bytes on disk, budget {budget}"
+    );
+    assert_eq!(on_disk, stats.bytes);
 }

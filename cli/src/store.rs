@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cairn_chunk_store::{
     CastrStore, ChunkSource, ChunkStore, CryptKey, DigestAlgorithm, DiskTier, HttpOptions,
-    HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store, StoreChain, SyncLevel,
+    HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store, StoreChain, StoreError, SyncLevel,
 };
 
 use cairn_index::{Index, OpenOptions, Origin};
@@ -75,8 +75,10 @@ pub(crate) struct StoreArgs {
     /// Address buckets as BUCKET.ENDPOINT (virtual-hosted style) instead of ENDPOINT/BUCKET.
     #[arg(long)]
     s3_virtual_hosted: bool,
-    /// Keep chunks read from the stores in this local folder (a PBS datastore or casync store)
-    /// and read them from there next time.
+    /// Keep chunks read from the stores in this local folder and read them from there next
+    /// time. It must be new, empty, or a disk cache cairn made (never a datastore or store:
+    /// the cache deletes chunks to stay within its size). While one cairn fills it, others
+    /// read from it without filling it.
     #[arg(long, value_name = "DIR")]
     disk_cache: Option<PathBuf>,
     /// The most the disk cache holds; least recently used chunks are deleted to stay within it.
@@ -158,8 +160,21 @@ impl StoreArgs {
         };
         match &self.disk_cache {
             Some(folder) => {
-                let tier =
-                    DiskTier::open(folder, self.disk_cache_size, store).map_err(Failure::error)?;
+                let tier = DiskTier::open(folder, self.disk_cache_size, store).map_err(|e| {
+                    // Another folder is needed: the user's to give.
+                    if matches!(e, StoreError::ForeignFolder { .. }) {
+                        Failure::usage(crate::chain(&e))
+                    } else {
+                        Failure::error(e)
+                    }
+                })?;
+                if tier.is_shared() {
+                    eprintln!(
+                        "cairn: warning: another cairn is using the disk cache {}: reading the \
+                         chunks it holds, keeping no new ones",
+                        folder.display()
+                    );
+                }
                 Ok(Arc::new(tier))
             }
             None => Ok(store),

@@ -240,3 +240,124 @@ fn every_reading_command_reads_through_the_disk_cache() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`lots` is not a size"));
 }
+
+/// Every file under `folder` with its size and contents' length, sorted: what "intact"
+/// compares.
+fn listing(folder: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = walk(folder)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_store_given_as_the_disk_cache_is_refused_and_left_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(2);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    // Another datastore of 64 chunks, given where the cache goes: the natural way to say
+    // "cache in my local datastore", which once lost most of its chunks to eviction.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (datastore, _) = backed_up(&other, "big", &random_bytes(64 << 20));
+    assert_eq!(chunk_files(&datastore).len(), 64);
+    // A casync store and a folder of someone's files too.
+    let castr = dir.path().join("default.castr");
+    ok(&cairn(&[
+        "backup",
+        "-q",
+        "--store",
+        &format!("castr:{}", s(&castr)),
+        "--format",
+        "caibx",
+        s(&dir.path().join("disk.img")),
+        s(&dir.path().join("disk.caibx")),
+    ]));
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("thesis.tex"), b"chapter one").unwrap();
+    for (folder, words) in [
+        (&datastore, "holds a PBS datastore"),
+        (&castr, "holds a casync store"),
+        (&home, "is not empty"),
+    ] {
+        let before = listing(folder);
+        let out = cairn(&[
+            "verify",
+            "--store",
+            &format!("pbs:{}", s(&store)),
+            "--disk-cache",
+            s(folder),
+            "--disk-cache-size",
+            "4MiB",
+            s(&index),
+        ]);
+        let said = failed_with(&out, 2, words);
+        assert!(said.contains("not a disk cache of cairn"), "{said}");
+        assert!(listing(folder) == before, "{} changed", folder.display());
+    }
+    assert_eq!(chunk_files(&datastore).len(), 64);
+}
+
+#[test]
+fn a_disk_cache_in_use_is_shared_one_process_fills_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(2);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    let cache = dir.path().join("cache");
+    let restore_through_cache = |name: &str| {
+        let output = dir.path().join(name);
+        let out = cairn(&[
+            "restore",
+            "-q",
+            "--store",
+            s(&store),
+            "--disk-cache",
+            s(&cache),
+            s(&index),
+            s(&output),
+        ]);
+        ok(&out);
+        assert!(std::fs::read(&output).unwrap() == data, "{name} differs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A server holds the cache while it runs.
+    let mut server = cairn_command(&[
+        "serve-http",
+        "--store",
+        s(&store),
+        "--disk-cache",
+        s(&cache),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    assert!(banner.contains("serving"), "{banner}");
+    // A restore beside it reads through, keeps nothing, and says so.
+    let said = restore_through_cache("beside.img");
+    assert!(
+        said.contains("another cairn is using the disk cache"),
+        "{said}"
+    );
+    assert!(!cache.join(".chunks").exists());
+    // Once the server is gone (even killed), the next one owns the cache and fills it.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let said = restore_through_cache("after.img");
+    assert!(said.is_empty(), "{said}");
+    assert_eq!(chunk_files(&cache).len(), chunk_files(&store).len() - 1);
+}
