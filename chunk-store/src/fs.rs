@@ -190,7 +190,8 @@ pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
+/// A name beside `path` for a temporary of it (random, so concurrent writers never meet).
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
     let mut random = [0u8; 8];
     let _ = getrandom::fill(&mut random);
     let suffix = crate::digest::to_hex(&random);

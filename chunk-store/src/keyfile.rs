@@ -13,7 +13,7 @@ use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::aead::{AeadInPlace as _, KeyInit as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::crypt::{Cipher, CryptKey, Fingerprint};
@@ -187,54 +187,110 @@ impl Kdf {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The form the file's JSON takes.
+    fn to_file(&self) -> Option<KdfInFile> {
         match self {
-            Self::None => Value::Null,
-            Self::Scrypt { n, r, p, salt } => {
-                json!({"Scrypt": {"n": n, "r": r, "p": p, "salt": BASE64.encode(salt)}})
-            }
-            Self::Pbkdf2 { iter, salt } => {
-                json!({"PBKDF2": {"iter": iter, "salt": BASE64.encode(salt)}})
-            }
+            Self::None => None,
+            Self::Scrypt { n, r, p, salt } => Some(KdfInFile::Scrypt {
+                n: *n,
+                r: *r,
+                p: *p,
+                salt: BASE64.encode(salt),
+            }),
+            Self::Pbkdf2 { iter, salt } => Some(KdfInFile::Pbkdf2 {
+                iter: *iter,
+                salt: BASE64.encode(salt),
+            }),
         }
     }
 
-    fn from_json(value: &Value) -> Result<Self, KeyError> {
-        let format = |what: &str| KeyError::Format(what.to_owned());
-        if value.is_null() {
-            return Ok(Self::None);
-        }
-        let object = value
-            .as_object()
-            .ok_or_else(|| format("kdf is not an object"))?;
-        let number = |params: &Value, name: &str| {
-            params
-                .get(name)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format(&format!("kdf parameter `{name}` missing")))
+    fn from_file(kdf: Option<KdfInFile>) -> Result<Self, KeyError> {
+        let salt = |salt: &str| {
+            BASE64
+                .decode(salt)
+                .map_err(|_| KeyError::Format("kdf salt is not base64".to_owned()))
         };
-        let salt = |params: &Value| {
-            params
-                .get("salt")
-                .and_then(Value::as_str)
-                .and_then(|s| BASE64.decode(s).ok())
-                .ok_or_else(|| format("kdf salt missing or not base64"))
-        };
-        let kdf = match (object.get("Scrypt"), object.get("PBKDF2")) {
-            (Some(params), None) => Self::Scrypt {
-                n: number(params, "n")?,
-                r: number(params, "r")?,
-                p: number(params, "p")?,
-                salt: salt(params)?,
+        let kdf = match kdf {
+            None => return Ok(Self::None),
+            Some(KdfInFile::Scrypt { n, r, p, salt: s }) => Self::Scrypt {
+                n,
+                r,
+                p,
+                salt: salt(&s)?,
             },
-            (None, Some(params)) => Self::Pbkdf2 {
-                iter: number(params, "iter")?,
-                salt: salt(params)?,
+            Some(KdfInFile::Pbkdf2 { iter, salt: s }) => Self::Pbkdf2 {
+                iter,
+                salt: salt(&s)?,
             },
-            _ => return Err(format("kdf is neither Scrypt nor PBKDF2")),
         };
         kdf.check()?;
         Ok(kdf)
+    }
+}
+
+/// `kdf` as the file spells it: `null`, `{"Scrypt": {…}}` or `{"PBKDF2": {…}}`.
+#[derive(Serialize, Deserialize)]
+enum KdfInFile {
+    Scrypt {
+        n: u64,
+        r: u64,
+        p: u64,
+        salt: String,
+    },
+    #[serde(rename = "PBKDF2")]
+    Pbkdf2 { iter: u64, salt: String },
+}
+
+/// A key file's JSON as read: the key's bytes are decoded from base64 as they are parsed,
+/// straight into memory that is wiped on drop, so neither the text nor the bytes stay behind
+/// in a `String` or a JSON value.
+#[derive(Deserialize)]
+struct FileIn {
+    #[serde(default)]
+    kdf: Option<KdfInFile>,
+    created: String,
+    modified: String,
+    data: SecretBase64,
+    #[serde(default)]
+    fingerprint: Option<String>,
+    #[serde(default)]
+    hint: Option<String>,
+}
+
+/// A key file's JSON as written: the base64 of the key borrowed from a wiped buffer.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    kdf: Option<KdfInFile>,
+    created: &'a str,
+    modified: &'a str,
+    data: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'a str>,
+}
+
+/// Base64 decoded while it is parsed: from the input itself where it has no escapes (the
+/// usual case), into bytes wiped on drop.
+struct SecretBase64(Zeroizing<Vec<u8>>);
+
+impl<'de> Deserialize<'de> for SecretBase64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SecretBase64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SecretBase64, E> {
+                let mut bytes = Zeroizing::new(Vec::with_capacity(text.len() / 4 * 3 + 3));
+                BASE64
+                    .decode_vec(text, &mut bytes)
+                    .map_err(|_| E::custom("`data` is not base64"))?;
+                Ok(SecretBase64(bytes))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -271,43 +327,30 @@ impl KeyFile {
     /// # Errors
     /// [`KeyError::Format`] for anything that is not a well-formed key file.
     pub fn parse(bytes: &[u8]) -> Result<Self, KeyError> {
-        let format = |what: &str| KeyError::Format(what.to_owned());
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| KeyError::Format(e.to_string()))?;
-        let text = |name: &str| {
-            value
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format(&format!("`{name}` missing")))
-        };
-        let kdf = Kdf::from_json(value.get("kdf").unwrap_or(&Value::Null))?;
-        let data = BASE64
-            .decode(text("data")?)
-            .map_err(|_| format("`data` is not base64"))?;
+        let format = |what: String| KeyError::Format(what);
+        let file: FileIn = serde_json::from_slice(bytes).map_err(|e| format(e.to_string()))?;
+        let kdf = Kdf::from_file(file.kdf)?;
+        let data = file.data.0;
         let expected = if kdf == Kdf::None { 32 } else { 64 };
         if data.len() != expected {
-            return Err(KeyError::Format(format!(
+            return Err(format(format!(
                 "`data` is {} bytes, expected {expected}",
                 data.len()
             )));
         }
-        let fingerprint = match value.get("fingerprint") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_str()
-                    .and_then(Fingerprint::parse)
-                    .ok_or_else(|| format("`fingerprint` is not 32 colon-separated hex bytes"))?,
-            ),
+        let fingerprint = match file.fingerprint {
+            None => None,
+            Some(text) => Some(Fingerprint::parse(&text).ok_or_else(|| {
+                format("`fingerprint` is not 32 colon-separated hex bytes".to_owned())
+            })?),
         };
-        let hint = value.get("hint").and_then(Value::as_str).map(str::to_owned);
         Ok(Self {
             kdf,
-            created: text("created")?,
-            modified: text("modified")?,
-            data: Zeroizing::new(data),
+            created: file.created,
+            modified: file.modified,
+            data,
             fingerprint,
-            hint,
+            hint: file.hint,
         })
     }
 
@@ -357,26 +400,30 @@ impl KeyFile {
         })
     }
 
-    /// The file's JSON, as PBS writes it.
+    /// The file's JSON, as PBS writes it, in memory wiped on drop.
     #[must_use]
-    pub fn to_json(&self) -> String {
-        let mut value = json!({
-            "kdf": self.kdf.to_json(),
-            "created": self.created,
-            "modified": self.modified,
-            "data": BASE64.encode(&*self.data),
-        });
-        if let Some(fingerprint) = &self.fingerprint {
-            value["fingerprint"] = Value::String(fingerprint.to_string());
-        }
-        if let Some(hint) = &self.hint {
-            value["hint"] = Value::String(hint.clone());
-        }
-        value.to_string()
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let mut data = Zeroizing::new(String::with_capacity(self.data.len() * 4 / 3 + 4));
+        BASE64.encode_string(&*self.data, &mut data);
+        let file = FileOut {
+            kdf: self.kdf.to_file(),
+            created: &self.created,
+            modified: &self.modified,
+            data: &data,
+            fingerprint: self.fingerprint.map(|f| f.to_string()),
+            hint: self.hint.as_deref(),
+        };
+        // Room for all of it up front: a buffer that grew would leave copies behind.
+        let mut json = Zeroizing::new(Vec::with_capacity(1024 + data.len()));
+        let written = serde_json::to_writer(&mut *json, &file);
+        debug_assert!(written.is_ok(), "writing JSON to memory does not fail");
+        Zeroizing::new(String::from_utf8_lossy(&json).into_owned())
     }
 
     /// Writes the file at `path`, readable by its owner only; an existing file is never
-    /// replaced.
+    /// replaced. The file appears whole or not at all (a temporary beside it, fsynced, then
+    /// linked to its name), and its folder is fsynced after, so a new key survives a power
+    /// loss: every backup made with it needs it.
     ///
     /// # Errors
     /// [`KeyError::Write`], also when `path` exists.
@@ -385,14 +432,28 @@ impl KeyFile {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
+        let folder = match path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        if path.symlink_metadata().is_ok() {
+            return Err(error(std::io::ErrorKind::AlreadyExists.into()));
+        }
+        let temporary = crate::fs::temporary_path(path);
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-            .map_err(error)?;
-        file.write_all(self.to_json().as_bytes()).map_err(error)?;
-        file.sync_all().map_err(error)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.write_all(self.to_json().as_bytes())?;
+                file.sync_all()
+            })
+            // link(2) fails if the name exists: never a replacement, even in a race.
+            .and_then(|()| std::fs::hard_link(&temporary, path));
+        let _ = std::fs::remove_file(&temporary);
+        written.map_err(error)?;
+        crate::fs::sync_folder(folder).map_err(error)
     }
 
     /// How the key is protected.

@@ -318,3 +318,46 @@ fn chunk_sizes_over_the_128_mib_limit_are_usage_errors() {
         assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
     }
 }
+
+#[test]
+fn a_new_key_file_appears_whole_and_its_folder_is_synced_after() {
+    let Some(strace) = tool("strace") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("keys");
+    std::fs::create_dir(&folder).unwrap();
+    let key = folder.join("backup.key");
+    let log = dir.path().join("strace.log");
+    let out = Command::new(strace)
+        .args(["-f", "-qq", "-y", "-o", s(&log)])
+        .args(["-e", "trace=fsync,link,linkat,rename,renameat,renameat2"])
+        .arg(binary())
+        .args(["key", "create", "--kdf", "none", s(&key)])
+        .output()
+        .unwrap();
+    ok(&out);
+    let calls: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // The key is written to a temporary, synced, then linked to its name (never renamed over
+    // anything), and the folder that now names it is synced.
+    let synced_file = position(&calls, "fsync(").unwrap_or_else(|| panic!("{calls:#?}"));
+    let linked = position(&calls, "backup.key\"").unwrap_or_else(|| panic!("{calls:#?}"));
+    assert!(calls[linked].contains("link"), "{}", calls[linked]);
+    let folder_synced = calls
+        .iter()
+        .position(|c| c.contains("fsync(") && c.contains(&format!("<{}>", folder.display())))
+        .unwrap_or_else(|| panic!("the folder is never synced: {calls:#?}"));
+    assert!(synced_file < linked && linked < folder_synced, "{calls:#?}");
+    assert_eq!(names(&folder), ["backup.key"]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // And an existing key file is never replaced.
+    let before = std::fs::read(&key).unwrap();
+    let out = cairn(&["key", "create", "--kdf", "none", s(&key)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    assert_eq!(names(&folder), ["backup.key"]);
+}
