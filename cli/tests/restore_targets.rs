@@ -224,3 +224,47 @@ fn a_symlink_to_a_file_keeps_being_a_symlink_and_its_target_gets_the_image() {
     );
     assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn standard_output_named_by_a_path_is_written_to_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixed_image(2);
+    let (store, index) = backed_up(dir.path(), "image", &data);
+    let link = dir.path().join("out.img");
+    std::os::unix::fs::symlink("/dev/stdout", &link).unwrap();
+    for output in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", s(&link)] {
+        // `cairn restore … /dev/stdout >> log`: the log keeps what it had, the image follows.
+        let log = dir.path().join("log");
+        std::fs::write(&log, b"yesterday's log\n").unwrap();
+        let appending = std::fs::File::options().append(true).open(&log).unwrap();
+        let out = cairn_command(&["restore", "-q", "--store", s(&store), s(&index), output])
+            .stdout(Stdio::from(appending))
+            .output()
+            .unwrap();
+        ok(&out);
+        let written = std::fs::read(&log).unwrap();
+        assert!(
+            written.starts_with(b"yesterday's log\n"),
+            "{output}: the log was replaced"
+        );
+        assert!(written[16..] == data, "{output}: other bytes after the log");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
+    }
+    // Another descriptor open on a file is refused, and the file left as it was.
+    let log = dir.path().join("other.log");
+    std::fs::write(&log, b"keep me\n").unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3>>{}; exec {} restore --store {} {} /dev/fd/3",
+            s(&log),
+            s(&binary()),
+            s(&store),
+            s(&index)
+        ))
+        .output()
+        .unwrap();
+    failed_with(&out, 2, "names an open descriptor");
+    assert_eq!(std::fs::read(&log).unwrap(), b"keep me\n");
+}

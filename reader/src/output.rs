@@ -1,6 +1,8 @@
 //! Where a restore writes, and only there: a FIFO or character device, written in order in
 //! place; a block device, written in place at offsets; a regular file, written as a temporary
-//! file beside it and renamed over it once complete.
+//! file beside it and renamed over it once complete; standard input, output or error named by
+//! a path (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`), written in order through the
+//! descriptor itself, never replaced.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek as _, SeekFrom};
@@ -22,6 +24,15 @@ pub(crate) fn output_error(path: &Path, action: &'static str, source: io::Error)
 /// A restore's output, classified before anything is written.
 #[derive(Debug)]
 pub(crate) enum Target {
+    /// Standard input, output or error, named by a path: the open descriptor (a duplicate of
+    /// it), written in order as `-` is, whatever it is open on. A file behind it (`>> log`) is
+    /// appended to as the shell opened it, never replaced.
+    Descriptor {
+        /// The path given.
+        path: PathBuf,
+        /// A duplicate of the descriptor.
+        file: File,
+    },
     /// An existing FIFO or character device: written in order, in place. Not opened yet, since
     /// opening a FIFO waits for its reader.
     Stream {
@@ -59,6 +70,9 @@ impl Target {
             path: path.to_path_buf(),
             problem,
         };
+        if let Some(number) = descriptor(path) {
+            return descriptor_target(path, number);
+        }
         let meta = match fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -103,6 +117,77 @@ impl Target {
             existing: Some(meta),
         })
     }
+}
+
+/// The descriptor `path` names, if it names one: `/dev/stdin`, `/dev/stdout`, `/dev/stderr`,
+/// `/dev/fd/N`, `/proc/self/fd/N`, `/proc/thread-self/fd/N` or `/proc/PID/fd/N` of this
+/// process, as given or as a symlink (or a chain of them) leads there. Opening such a path
+/// reopens whatever the descriptor is open on, and a rename onto it replaces that: both are
+/// wrong for what the user meant, the descriptor.
+fn descriptor(path: &Path) -> Option<u32> {
+    let own = std::process::id().to_string();
+    let mut path = path.to_path_buf();
+    // As the kernel, give up on a chain of 40 links.
+    for _ in 0..40 {
+        let text = path.to_str()?;
+        match text {
+            "/dev/stdin" => return Some(0),
+            "/dev/stdout" => return Some(1),
+            "/dev/stderr" => return Some(2),
+            _ => {}
+        }
+        let number = text
+            .strip_prefix("/dev/fd/")
+            .or_else(|| text.strip_prefix("/proc/self/fd/"))
+            .or_else(|| text.strip_prefix("/proc/thread-self/fd/"))
+            .or_else(|| {
+                let rest = text.strip_prefix("/proc/")?;
+                let (pid, rest) = rest.split_once('/')?;
+                (pid == own).then_some(rest)?.strip_prefix("fd/")
+            });
+        if let Some(number) = number.and_then(|n| n.parse().ok()) {
+            return Some(number);
+        }
+        let link = fs::read_link(&path).ok()?;
+        path = match path.parent() {
+            Some(parent) if link.is_relative() => parent.join(link),
+            _ => link,
+        };
+    }
+    None
+}
+
+/// The target for descriptor `number`, named by `path`.
+fn descriptor_target(path: &Path, number: u32) -> Result<Target, ReaderError> {
+    use std::os::fd::AsFd as _;
+    let duplicate = match number {
+        0 => std::io::stdin().as_fd().try_clone_to_owned(),
+        1 => std::io::stdout().as_fd().try_clone_to_owned(),
+        2 => std::io::stderr().as_fd().try_clone_to_owned(),
+        _ => {
+            // Another descriptor cannot be duplicated without unsafe code; a pipe or FIFO
+            // behind it is reached by opening the path (that is what a shell's `>(…)` gives),
+            // anything else is refused rather than reopened or replaced.
+            let meta = fs::metadata(path).map_err(|e| output_error(path, "examine it", e))?;
+            let kind = meta.file_type();
+            if kind.is_fifo() || kind.is_char_device() {
+                return Ok(Target::Stream {
+                    path: path.to_path_buf(),
+                });
+            }
+            return Err(ReaderError::OutputKind {
+                path: path.to_path_buf(),
+                problem: "names an open descriptor other than standard input, output or \
+                          error, open on a file or device; give that file's own path, or `-` for \
+                          standard output",
+            });
+        }
+    };
+    let file = duplicate.map_err(|e| output_error(path, "use the descriptor", e))?;
+    Ok(Target::Descriptor {
+        path: path.to_path_buf(),
+        file: File::from(file),
+    })
 }
 
 fn open_device(path: &Path) -> Result<File, ReaderError> {

@@ -68,7 +68,7 @@ pub enum OutputKind {
     File,
     /// A block device, written in place.
     BlockDevice,
-    /// A FIFO or character device, written in order.
+    /// A FIFO, a character device or a standard descriptor, written in order.
     Stream,
 }
 
@@ -128,7 +128,12 @@ fn restore_concurrency(index: &dyn ChunkIndex) -> usize {
 /// - a **block device** is opened exclusively (a mounted one is refused), checked to hold the
 ///   image before anything is written, written in place with its zero chunks (unless
 ///   [`assume_zeroed`](RestoreOptions::assume_zeroed)) and flushed;
-/// - a **FIFO or character device** is written in order, in place.
+/// - a **FIFO or character device** is written in order, in place;
+/// - **standard input, output or error named by a path** (`/dev/stdout`, `/dev/fd/1`,
+///   `/proc/self/fd/1`, or a symlink to one) is written in order through the descriptor itself,
+///   as a writer would be: a file behind it (`>> log`) is written as the shell opened it, never
+///   replaced. Other descriptors (`/dev/fd/3`) are opened by path if they are pipes or FIFOs
+///   and refused ([`ReaderError::OutputKind`]) if they are files or devices.
 ///
 /// Memory: a chunk the image holds once is not cached (it is written and freed on the thread
 /// that verified it: from a local store, one of a restore thread per core); only chunks met
@@ -191,6 +196,17 @@ pub async fn restore_to_path(
                 kind: OutputKind::BlockDevice,
                 size: reader.image_size(),
                 zero_chunks_skipped: skipped,
+            })
+        }
+        Target::Descriptor { path, file } => {
+            let shown = path.display().to_string();
+            let out = tokio::fs::File::from_std(file);
+            restore_to_writer(reader, out, &shown, progress, cancel).await?;
+            Ok(Restored {
+                output: path,
+                kind: OutputKind::Stream,
+                size: reader.image_size(),
+                zero_chunks_skipped: 0,
             })
         }
         Target::Stream { path } => {
