@@ -99,21 +99,17 @@ impl StoreChain {
     }
 }
 
-#[async_trait::async_trait]
-impl ChunkStore for StoreChain {
-    fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    fn encoding(&self) -> ChunkEncoding {
-        self.stores[0].encoding()
-    }
-
-    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+impl StoreChain {
+    /// Chunk `digest` from the first store that has it (`limit` passed on to each).
+    async fn get_from_first(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
         let start = self.state().skip.get(digest).copied().unwrap_or(0);
         let mut first_missing = None;
         for (index, store) in self.stores.iter().enumerate().skip(start) {
-            match store.get(digest).await {
+            let got = match limit {
+                Some(limit) => store.get_within(digest, limit).await,
+                None => store.get(digest).await,
+            };
+            match got {
                 Ok(chunk) => {
                     if index > 0 {
                         self.fell_through.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +143,25 @@ impl ChunkStore for StoreChain {
                 crate::error::Location::Key(format!("{} (every copy was bad)", self.name)),
             ),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for StoreChain {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn encoding(&self) -> ChunkEncoding {
+        self.stores[0].encoding()
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+        self.get_from_first(digest, None).await
+    }
+
+    async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
+        self.get_from_first(digest, Some(limit)).await
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

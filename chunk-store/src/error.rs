@@ -141,6 +141,24 @@ pub enum StoreError {
         #[source]
         source: RemoteError,
     },
+    /// A remote store announced or sent a body over the limit for what was asked (larger than
+    /// any sound encoding of the chunk, or than an object of its kind may be). Nothing past the
+    /// limit was read, and nothing was allocated for the announced size.
+    #[error("{store}: {location} is {size} bytes, over the {limit}-byte limit for {what}")]
+    Oversized {
+        /// The store.
+        store: Arc<str>,
+        /// Whether the request was for a chunk (whose body is then a bad copy of it).
+        chunk: bool,
+        /// The bucket and key, or the URL.
+        location: Location,
+        /// The size announced, or how much had come when it passed the limit.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// What was asked for: `a chunk of this length`, `an index`.
+        what: &'static str,
+    },
     /// The chunk's bytes do not decode; the source says why.
     #[error("{store}: chunk {digest} at {location} is corrupt")]
     Corrupt {
@@ -386,6 +404,7 @@ impl StoreError {
             | Self::Store { store, .. }
             | Self::Denied { store, .. }
             | Self::Unavailable { store, .. }
+            | Self::Oversized { store, .. }
             | Self::Corrupt { store, .. }
             | Self::DigestMismatch { store, .. }
             | Self::LengthMismatch { store, .. }
@@ -407,6 +426,7 @@ impl StoreError {
             | Self::Sync { location, .. }
             | Self::Denied { location, .. }
             | Self::Unavailable { location, .. }
+            | Self::Oversized { location, .. }
             | Self::Corrupt { location, .. }
             | Self::DigestMismatch { location, .. }
             | Self::LengthMismatch { location, .. } => Some(location),
@@ -420,7 +440,10 @@ impl StoreError {
     pub fn is_bad_chunk(&self) -> bool {
         matches!(
             self,
-            Self::Corrupt { .. } | Self::DigestMismatch { .. } | Self::LengthMismatch { .. }
+            Self::Corrupt { .. }
+                | Self::DigestMismatch { .. }
+                | Self::LengthMismatch { .. }
+                | Self::Oversized { chunk: true, .. }
         )
     }
 

@@ -130,17 +130,9 @@ impl FaultStore {
     }
 }
 
-#[async_trait::async_trait]
-impl ChunkStore for FaultStore {
-    fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    fn encoding(&self) -> ChunkEncoding {
-        self.inner.encoding()
-    }
-
-    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+impl FaultStore {
+    /// Chunk `digest` from the inner store (with `limit` passed on), or the fault.
+    async fn get_or_fault(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
         *self
             .gets
             .lock()
@@ -148,7 +140,7 @@ impl ChunkStore for FaultStore {
             .entry(*digest)
             .or_default() += 1;
         match self.fault_for(digest) {
-            None => self.inner.get(digest).await,
+            None => self.inner_get(digest, limit).await,
             Some(Fault::Error) => Err(StoreError::Injected {
                 store: Arc::clone(&self.name),
                 digest: Hex(*digest),
@@ -160,11 +152,11 @@ impl ChunkStore for FaultStore {
             )),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                self.inner.get(digest).await
+                self.inner_get(digest, limit).await
             }
             Some(Fault::Panic) => panic!("injected panic while fetching a chunk"),
             Some(Fault::Corrupt) => {
-                let mut chunk = self.inner.get(digest).await?;
+                let mut chunk = self.inner_get(digest, limit).await?;
                 let middle = chunk.bytes.len() / 2;
                 if let Some(byte) = chunk.bytes.get_mut(middle) {
                     *byte ^= 0x5a;
@@ -174,6 +166,32 @@ impl ChunkStore for FaultStore {
                 Ok(chunk)
             }
         }
+    }
+
+    async fn inner_get(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
+        match limit {
+            Some(limit) => self.inner.get_within(digest, limit).await,
+            None => self.inner.get(digest).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for FaultStore {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn encoding(&self) -> ChunkEncoding {
+        self.inner.encoding()
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+        self.get_or_fault(digest, None).await
+    }
+
+    async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
+        self.get_or_fault(digest, Some(limit)).await
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

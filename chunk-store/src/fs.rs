@@ -6,12 +6,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::blob::MAX_BLOB_SIZE;
 use crate::digest::{Digest, from_hex};
 use crate::store::{PutOutcome, SyncLevel};
 
-/// The largest chunk file read: a full blob plus the largest header.
-pub(crate) const MAX_CHUNK_FILE: u64 = MAX_BLOB_SIZE as u64 + 64;
+/// The largest chunk file read: the largest encoded chunk cairn accepts.
+pub(crate) const MAX_CHUNK_FILE: u64 = crate::source::MAX_ENCODED_CHUNK;
 
 /// The one rule for "present", used by every path of every disk store (`get`, `contains`,
 /// `touch`, `put`, listings): a regular file at least `min_len` bytes long, `min_len` being the

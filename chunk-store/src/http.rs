@@ -10,7 +10,8 @@ use object_store::http::HttpBuilder;
 
 use crate::error::{Result, StoreError};
 use crate::object::{
-    ObjectChunks, ObjectLayout, install_crypto_provider, object_chunk_store, retry_config,
+    ObjectBody, ObjectChunks, ObjectLayout, install_crypto_provider, object_chunk_store,
+    retry_config,
 };
 
 /// How to fetch.
@@ -98,12 +99,31 @@ impl HttpStore {
         self.chunks.layout()
     }
 
-    /// The bytes at `relative` under the store's URL, or `None` for a 404.
+    /// The object at `relative` (below the store's prefix or URL): its bytes, or `None` if
+    /// there is none. Refused if it is over `limit` bytes: from its announced length before any
+    /// of it is read, or as soon as more arrives; the bytes are read once, into a buffer of the
+    /// announced length.
     ///
     /// # Errors
-    /// [`StoreError::Denied`] or [`StoreError::Unavailable`] naming the URL.
-    pub async fn read_object(&self, relative: &str) -> Result<Option<Vec<u8>>> {
-        self.chunks.read_object(relative).await
+    /// [`StoreError::Oversized`], [`StoreError::Denied`] or [`StoreError::Unavailable`] naming
+    /// the URL.
+    pub async fn read_object(&self, relative: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.chunks.read_object(relative, limit).await
+    }
+
+    /// The object at `relative` as it arrives (for a caller that checks it piece by piece, as
+    /// an index is checked), or `None` if there is none; `what` names it in the error for a
+    /// body over `limit`.
+    ///
+    /// # Errors
+    /// As [`read_object`](Self::read_object); the body's pieces fail the same way.
+    pub async fn open_object(
+        &self,
+        relative: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Option<ObjectBody>> {
+        self.chunks.open_object(relative, limit, what).await
     }
 }
 

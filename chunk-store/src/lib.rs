@@ -75,11 +75,13 @@ pub use crate::http::{HttpOptions, HttpStore};
 pub use crate::keyfile::{Kdf, KeyError, KeyFile, MIN_PASSPHRASE, rfc3339_utc};
 pub use crate::memory::MemoryStore;
 #[cfg(feature = "remote")]
-pub use crate::object::ObjectLayout;
+pub use crate::object::{ObjectBody, ObjectLayout};
 pub use crate::pbs::PbsDatastore;
 #[cfg(feature = "s3")]
 pub use crate::s3::{S3Options, S3Store};
-pub use crate::source::{ChunkSource, decode_chunk, encode_chunk};
+pub use crate::source::{
+    ChunkSource, MAX_ENCODED_CHUNK, decode_chunk, encode_chunk, max_encoded_len,
+};
 pub use crate::store::{
     ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
 };

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::digest::{Digest, Hex, to_hex};
 use crate::error::{Location, Result, StoreError};
+use crate::source::MAX_ENCODED_CHUNK;
 use crate::store::{ChunkEncoding, EncodedChunk, PutOutcome};
 use crate::turns::Turns;
 
@@ -102,7 +103,7 @@ pub(crate) struct ObjectChunks {
     /// A layout code, [`UNKNOWN`] until the first chunk found tells.
     layout: AtomicU8,
     client: Arc<dyn ObjectStore>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     /// Why puts are refused (`None`: they are not).
     read_only: Option<&'static str>,
     /// Puts under way, by digest: a second put of one chunk waits for the first, so that
@@ -128,7 +129,7 @@ impl ObjectChunks {
             prefix: prefix.trim_matches('/').to_owned(),
             layout: AtomicU8::new(layout.map_or(UNKNOWN, layout_code)),
             client,
-            in_flight: Semaphore::new(max_in_flight.max(1)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             puts: Turns::default(),
         }
     }
@@ -195,27 +196,82 @@ impl ObjectChunks {
         }
     }
 
-    /// The whole object at `key`, or `None` if there is none.
-    async fn fetch(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, object_store::Error> {
-        let _permit = self.in_flight.acquire().await.ok();
+    /// The object at `key` as it arrives, or `None` if there is none: refused
+    /// ([`StoreError::Oversized`]) if its announced length is over `limit`.
+    async fn open(
+        &self,
+        key: &str,
+        digest: Option<&Digest>,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Option<ObjectBody>> {
+        let permit = Arc::clone(&self.in_flight).acquire_owned().await.ok();
         let path = ObjectPath::from(key);
         let result = match self.client.get(&path).await {
-            Ok(result) => result.bytes().await,
-            Err(error) => Err(error),
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.error(digest, key, error)),
         };
-        match result {
-            Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        let body = ObjectBody {
+            declared: result.range.end.saturating_sub(result.range.start),
+            stream: result.into_stream(),
+            limit,
+            received: 0,
+            what,
+            store: Arc::clone(&self.name),
+            chunk: digest.is_some(),
+            location: self.location(key),
+            client_error: {
+                let name = Arc::clone(&self.name);
+                let location = self.location(key);
+                let digest = digest.map(|d| Hex(*d));
+                Box::new(move |error| StoreError::Unavailable {
+                    store: Arc::clone(&name),
+                    digest,
+                    location: location.clone(),
+                    source: Box::new(error),
+                })
+            },
+            _permit: permit,
+        };
+        body.check(body.declared)?;
+        Ok(Some(body))
     }
 
-    /// The object at `relative` (below the prefix), or `None`.
-    pub(crate) async fn read_object(&self, relative: &str) -> Result<Option<Vec<u8>>> {
-        let key = self.key(relative);
-        self.fetch(&key)
+    /// The whole object at `key`, at most `limit` bytes, or `None` if there is none. The body
+    /// is read into one buffer the size it announced, and no further.
+    async fn fetch(
+        &self,
+        key: &str,
+        digest: Option<&Digest>,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(mut body) = self.open(key, digest, limit, what).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(body.declared).unwrap_or(0));
+        while let Some(piece) = body.next().await? {
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The object at `relative` (below the prefix), at most `limit` bytes, or `None`.
+    pub(crate) async fn read_object(&self, relative: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.fetch(&self.key(relative), None, limit, "an object")
             .await
-            .map_err(|e| self.error(None, &key, e))
+    }
+
+    /// The object at `relative` (below the prefix) as it arrives, or `None`; refused if it
+    /// announces more than `limit` bytes, and cut off with an error if it sends more.
+    pub(crate) async fn open_object(
+        &self,
+        relative: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Option<ObjectBody>> {
+        self.open(&self.key(relative), None, limit, what).await
     }
 
     /// Writes the object at `relative` (below the prefix), replacing it.
@@ -229,21 +285,25 @@ impl ObjectChunks {
             .map_err(|e| self.error(None, &key, e))
     }
 
-    pub(crate) async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
+    /// Chunk `digest`, refused if its body is over `limit` (and never over
+    /// [`MAX_ENCODED_CHUNK`]).
+    pub(crate) async fn get(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
+        let limit = limit.min(MAX_ENCODED_CHUNK);
+        let what = if limit == MAX_ENCODED_CHUNK {
+            "any chunk"
+        } else {
+            "a chunk of its length"
+        };
         let layouts = self.layouts();
         for &layout in &layouts {
             let key = self.chunk_key(layout, digest);
-            match self.fetch(&key).await {
-                Ok(Some(bytes)) => {
-                    self.layout.store(layout_code(layout), Ordering::Relaxed);
-                    return Ok(EncodedChunk {
-                        encoding: layout.encoding(),
-                        bytes,
-                        location: self.location(&key),
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => return Err(self.error(Some(digest), &key, error)),
+            if let Some(bytes) = self.fetch(&key, Some(digest), limit, what).await? {
+                self.layout.store(layout_code(layout), Ordering::Relaxed);
+                return Ok(EncodedChunk {
+                    encoding: layout.encoding(),
+                    bytes,
+                    location: self.location(&key),
+                });
             }
         }
         let key = self.chunk_key(layouts[0], digest);
@@ -316,6 +376,78 @@ impl ObjectChunks {
     }
 }
 
+/// A remote object's body as it arrives (an index being downloaded): its announced length,
+/// then its bytes in pieces, never more than its limit. Holds one of the store's request slots
+/// until dropped.
+pub struct ObjectBody {
+    declared: u64,
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    limit: u64,
+    received: u64,
+    what: &'static str,
+    store: Arc<str>,
+    chunk: bool,
+    location: Location,
+    client_error: Box<dyn Fn(object_store::Error) -> StoreError + Send + Sync>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody")
+            .field("location", &self.location)
+            .field("declared", &self.declared)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectBody {
+    /// The length the server announced.
+    #[must_use]
+    pub fn declared_len(&self) -> u64 {
+        self.declared
+    }
+
+    /// Where it comes from (`s3://BUCKET/KEY`, the URL).
+    #[must_use]
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The next piece, or `None` at the end.
+    ///
+    /// # Errors
+    /// [`StoreError::Oversized`] once more than the limit has come;
+    /// [`StoreError::Unavailable`] if the transfer fails.
+    pub async fn next(&mut self) -> Result<Option<bytes::Bytes>> {
+        use futures_util::StreamExt as _;
+        match self.stream.next().await {
+            None => Ok(None),
+            Some(Err(error)) => Err((self.client_error)(error)),
+            Some(Ok(piece)) => {
+                self.received += piece.len() as u64;
+                self.check(self.received)?;
+                Ok(Some(piece))
+            }
+        }
+    }
+
+    fn check(&self, size: u64) -> Result<()> {
+        if size > self.limit {
+            return Err(StoreError::Oversized {
+                store: Arc::clone(&self.store),
+                chunk: self.chunk,
+                location: self.location.clone(),
+                size,
+                limit: self.limit,
+                what: self.what,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Implements [`ChunkStore`](crate::ChunkStore) for a store whose `chunks` field is an
 /// `Arc<ObjectChunks>`: every remote store behaves the same way.
 macro_rules! object_chunk_store {
@@ -334,7 +466,17 @@ macro_rules! object_chunk_store {
                 &self,
                 digest: &$crate::digest::Digest,
             ) -> $crate::error::Result<$crate::store::EncodedChunk> {
-                self.chunks.get(digest).await
+                self.chunks
+                    .get(digest, $crate::source::MAX_ENCODED_CHUNK)
+                    .await
+            }
+
+            async fn get_within(
+                &self,
+                digest: &$crate::digest::Digest,
+                limit: u64,
+            ) -> $crate::error::Result<$crate::store::EncodedChunk> {
+                self.chunks.get(digest, limit).await
             }
 
             async fn put(

@@ -13,6 +13,20 @@ use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{CodecError, Location, Result, StoreError};
 use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
 
+/// The most bytes a sound encoding of `plaintext_len` bytes takes in any format cairn reads: a
+/// blob's header, or a compressor's worst case on data that does not compress (zstd, xz and
+/// gzip all fall back to storing such data with a few bytes per block), with room to spare.
+/// A remote store refuses a body over it for a chunk of that length.
+#[must_use]
+pub fn max_encoded_len(plaintext_len: usize) -> u64 {
+    let len = plaintext_len as u64;
+    len + len / 1024 + 4096
+}
+
+/// The largest encoded chunk cairn accepts from anywhere: [`max_encoded_len`] of the 128 MiB
+/// blob limit.
+pub const MAX_ENCODED_CHUNK: u64 = MAX_BLOB_SIZE as u64 + MAX_BLOB_SIZE as u64 / 1024 + 4096;
+
 /// Decodes `chunk` to at most `max_len` bytes of plaintext (no digest check).
 ///
 /// # Errors
@@ -356,8 +370,13 @@ impl ChunkSource {
             Ok(Step::Unread(error, then)) => return Err((Failure::Other(error), Some(then))),
             Err(error) => return Err((Failure::Other(error), None)),
             Ok(Step::NoBlockingPath(then)) => {
-                let encoded = match self.store.get(digest).await {
+                let limit = max_encoded_len(expected_len);
+                let encoded = match self.store.get_within(digest, limit).await {
                     Ok(encoded) => encoded,
+                    // A body too large to be the chunk: bad bytes, which another copy may fix.
+                    Err(error) if error.is_bad_chunk() => {
+                        return Err((Failure::BadChunk(error), Some(then)));
+                    }
                     Err(error) => return Err((Failure::Other(error), Some(then))),
                 };
                 let key = self.key.clone();

@@ -89,6 +89,20 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     /// [`StoreError::Read`](crate::StoreError::Read) if it cannot be read.
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk>;
 
+    /// [`get`](ChunkStore::get), by a caller that knows the most bytes a sound encoding of the
+    /// chunk can take (from its plaintext length: [`max_encoded_len`](crate::max_encoded_len)).
+    /// A remote store refuses a larger body from its announced length, before reading any of
+    /// it; a wrapper passes the limit on; the default ignores it (a store's own cap still
+    /// holds: no store hands out more than [`MAX_ENCODED_CHUNK`](crate::MAX_ENCODED_CHUNK)).
+    ///
+    /// # Errors
+    /// As [`get`](ChunkStore::get); [`StoreError::Oversized`](crate::StoreError::Oversized)
+    /// for a body over `limit`.
+    async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
+        let _ = limit;
+        self.get(digest).await
+    }
+
     /// The store's blocking read path, if its chunks are local files or memory:
     /// [`ChunkSource`](crate::ChunkSource) then reads, decodes and verifies a chunk on one
     /// blocking thread instead of handing it from thread to thread, and a restore reads, checks

@@ -481,7 +481,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn get(self: &Arc<Self>, digest: &Digest) -> Result<EncodedChunk> {
+    async fn get(self: &Arc<Self>, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
         // The owner knows what the folder holds; a shared tier looks, since the owner fills it.
         if let Some(local) = self.local()
             && (self.shared() || self.lock().contains(digest))
@@ -499,7 +499,10 @@ impl Inner {
             }
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let chunk = self.origin.get(digest).await?;
+        let chunk = match limit {
+            Some(limit) => self.origin.get_within(digest, limit).await?,
+            None => self.origin.get(digest).await?,
+        };
         if !self.shared() && self.filling.load(Ordering::Relaxed) {
             // The fill runs as a task of its own and ends even if this read is given up (a
             // restore's first failure, a caller's timeout): a chunk file written is a chunk
@@ -608,7 +611,17 @@ impl ChunkStore for DiskTier {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        self.inner.turns.run(digest, self.inner.get(digest)).await
+        self.inner
+            .turns
+            .run(digest, self.inner.get(digest, None))
+            .await
+    }
+
+    async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
+        self.inner
+            .turns
+            .run(digest, self.inner.get(digest, Some(limit)))
+            .await
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

@@ -2,7 +2,7 @@
 //! PBS datastore and a casync store: layouts found from the first chunk, missing chunks,
 //! refused writes.
 
-#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+#![allow(clippy::unwrap_used, clippy::panic)] // tests unwrap and panic: a failure is the test failing
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -211,4 +211,125 @@ async fn both_layouts_over_a_web_server_pass_the_read_only_conformance_suite() {
     for target in &targets {
         check_read_only_store(target).await;
     }
+}
+
+/// A hostile web server: every GET is answered 200 with `Content-Length: announced`, then as
+/// many bytes as the client takes (zeros), up to that. Counts the bytes it got out.
+struct Hostile {
+    url: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Hostile {
+    async fn start(announced: u64) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/store", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n\r\n");
+                    if socket.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let zeros = vec![0u8; 1 << 16];
+                    let mut left = announced;
+                    while left > 0 {
+                        let now = left.min(zeros.len() as u64) as usize;
+                        if socket.write_all(&zeros[..now]).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(now as u64, std::sync::atomic::Ordering::Relaxed);
+                        left -= now as u64;
+                    }
+                });
+            }
+        });
+        Self { url, sent }
+    }
+
+    fn store(&self) -> HttpStore {
+        let mut options = HttpOptions::default();
+        options.layout = Some(ObjectLayout::Pbs);
+        options.retries = 0;
+        HttpStore::new(&self.url, &options).unwrap()
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_announcing_more_than_any_chunk_is_refused_before_its_body_is_read() {
+    let hostile = Hostile::start(1 << 30).await;
+    let store = hostile.store();
+    let digest = [7u8; 32];
+    let error = store.get(&digest).await.unwrap_err();
+    match &error {
+        StoreError::Oversized {
+            size,
+            limit,
+            location,
+            ..
+        } => {
+            assert_eq!(*size, 1 << 30);
+            assert_eq!(*limit, MAX_ENCODED_CHUNK);
+            assert!(location.to_string().starts_with(&hostile.url), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_bad_chunk(), "{error}");
+    // Objects (an index, say) are bounded by their caller's limit, as announced.
+    let error = store.read_object("x.didx", 1 << 20).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Oversized { size, .. } if size == 1 << 30),
+        "{error}"
+    );
+    // The client let go after the headers: what the server got out is what the sockets
+    // buffer, nowhere near the gigabyte.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(hostile.sent() < 64 << 20, "{} bytes sent", hostile.sent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_long_for_its_chunk_is_a_bad_copy_and_the_next_store_serves() {
+    // 64 KiB where a 4 KiB chunk belongs: more than any encoding of it, so refused from the
+    // announced length, and a chain moves on to its next store.
+    let hostile = Hostile::start(64 << 10).await;
+    let good = Arc::new(MemoryStore::new(ChunkEncoding::PbsBlob));
+    let data = sample_chunk(3, 4096);
+    let (digest, _) = ChunkSource::new(good.clone(), DigestAlgorithm::Sha256)
+        .write(data.clone())
+        .await
+        .unwrap();
+    let alone = ChunkSource::new(Arc::new(hostile.store()), DigestAlgorithm::Sha256);
+    let error = alone.read(&digest, data.len()).await.unwrap_err();
+    match &error {
+        StoreError::Oversized { size, limit, .. } => {
+            assert_eq!((*size, *limit), (64 << 10, max_encoded_len(4096)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&reports);
+    let chain = StoreChain::new(vec![Arc::new(hostile.store()), good])
+        .unwrap()
+        .with_report(move |error| log.lock().unwrap().push(error.to_string()));
+    let source = ChunkSource::new(Arc::new(chain), DigestAlgorithm::Sha256);
+    assert_eq!(source.read(&digest, data.len()).await.unwrap(), data);
+    let reports = reports.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains("over the"), "{reports:?}");
 }

@@ -344,7 +344,7 @@ async fn errors_name_the_store_the_digest_and_the_path() {
 
     // A chunk file over the size limit is refused without being read.
     let file = std::fs::File::create(&path).unwrap();
-    file.set_len((MAX_BLOB_SIZE + 1000) as u64).unwrap();
+    file.set_len(MAX_ENCODED_CHUNK + 1).unwrap();
     assert!(matches!(
         source.read(&digest, 10).await.unwrap_err(),
         StoreError::Read { .. }

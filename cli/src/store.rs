@@ -10,7 +10,7 @@ use cairn_chunk_store::{
     HttpStore, ObjectLayout, PbsDatastore, S3Options, S3Store, StoreChain, StoreError, SyncLevel,
 };
 
-use cairn_index::{Index, OpenOptions, Origin};
+use cairn_index::{Index, IndexBytes, MAX_INDEX_SIZE, OpenOptions, Origin};
 
 use crate::Failure;
 use crate::backup::parse_size;
@@ -225,11 +225,14 @@ impl StoreArgs {
         Ok(Arc::new(store))
     }
 
-    /// Opens an index: a file, or an `s3://BUCKET/KEY` or `http(s)://…` URL, fetched whole
-    /// (with this command's S3 options), so a PBS 4 snapshot restores straight from its bucket.
+    /// Opens an index: a file, or an `s3://BUCKET/KEY` or `http(s)://…` URL (with this
+    /// command's S3 options), so a PBS 4 snapshot restores straight from its bucket. Either is
+    /// checked as it arrives ([`IndexBytes`]): something that is no index is refused from its
+    /// first bytes, and nothing over what its header allows (or over
+    /// [`MAX_INDEX_SIZE`](cairn_index::MAX_INDEX_SIZE)) is read.
     pub(crate) async fn open_index(&self, path: &Path) -> Result<Index, Failure> {
         let text = path.to_string_lossy();
-        let fetched = if let Some(rest) = text.strip_prefix("s3://") {
+        let body = if let Some(rest) = text.strip_prefix("s3://") {
             let Some((bucket, key)) = rest
                 .split_once('/')
                 .filter(|(b, k)| !b.is_empty() && !k.is_empty())
@@ -240,7 +243,10 @@ impl StoreArgs {
             };
             let bucket = S3Store::new(bucket, "", ObjectLayout::Pbs, &self.s3_options())
                 .map_err(Failure::error)?;
-            bucket.read_object(key).await.map_err(Failure::error)?
+            bucket
+                .open_object(key, MAX_INDEX_SIZE, "an index")
+                .await
+                .map_err(Failure::error)?
         } else if text.starts_with("http://") || text.starts_with("https://") {
             let Some((base, name)) = text.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
                 return Err(Failure::usage(format!(
@@ -248,12 +254,23 @@ impl StoreArgs {
                 )));
             };
             let server = HttpStore::new(base, &HttpOptions::default()).map_err(Failure::error)?;
-            server.read_object(name).await.map_err(Failure::error)?
+            server
+                .open_object(name, MAX_INDEX_SIZE, "an index")
+                .await
+                .map_err(Failure::error)?
         } else {
             return Index::open(path).map_err(Failure::error);
         };
-        let bytes = fetched.ok_or_else(|| Failure::data(format!("{text}: no such index")))?;
-        Index::from_bytes(bytes, Origin::file(path), &OpenOptions::default())
+        let mut body = body.ok_or_else(|| Failure::data(format!("{text}: no such index")))?;
+        let mut bytes = IndexBytes::new(Origin::file(path));
+        bytes
+            .expect_len(body.declared_len())
+            .map_err(Failure::error)?;
+        while let Some(piece) = body.next().await.map_err(Failure::error)? {
+            bytes.push(&piece).map_err(Failure::error)?;
+        }
+        bytes
+            .finish(&OpenOptions::default())
             .map_err(Failure::error)
     }
 }

@@ -19,6 +19,40 @@ impl Drop for WebServer {
     }
 }
 
+/// `python3 -m http.server` over `folder` on a free port, once it answers.
+fn serve(python: &std::path::Path, folder: &std::path::Path) -> (WebServer, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = WebServer(
+        Command::new(python)
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(folder)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the web server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
 #[test]
 fn casync_stores_restore_over_http_and_backups_to_http_are_refused() {
     let (Some(casync), Some(python)) = (tool("casync"), tool("python3")) else {
@@ -44,35 +78,7 @@ fn casync_stores_restore_over_http_and_backups_to_http_are_refused() {
         String::from_utf8_lossy(&made.stderr)
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = WebServer(
-        Command::new(python)
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir.path().join("web"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the web server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_server, port) = serve(&python, &dir.path().join("web"));
     let url = format!("http://127.0.0.1:{port}/default.castr");
 
     let restored = dir.path().join("restored.img");
@@ -134,4 +140,119 @@ fn casync_stores_restore_over_http_and_backups_to_http_are_refused() {
         s(&dir.path().join("x.caibx")),
     ]);
     failed_with(&out, 2, "read-only");
+}
+
+/// Runs `cairn args` under `/usr/bin/time`: its output and its peak resident memory in MiB.
+fn peak(time: &std::path::Path, args: &[&str]) -> (std::process::Output, u64) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(time)
+        .args(["-f", "%M", "-o", s(report.path())])
+        .arg(binary())
+        .args(args)
+        .output()
+        .unwrap();
+    let kib: u64 = std::fs::read_to_string(report.path())
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (out, kib >> 10)
+}
+
+/// A sparse file of `len` bytes at `path` (nothing of it on disk), starting with `head`.
+fn sparse(path: &std::path::Path, head: &[u8], len: u64) {
+    std::fs::write(path, head).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn hostile_servers_and_files_that_are_no_index_are_refused_in_bounded_memory() {
+    let (Some(python), Some(time)) = (tool("python3"), tool("time")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    let data = mixed_image(4);
+    let (store, index) = backed_up(&web, "disk", &data);
+    // A gigabyte where a chunk belongs.
+    let chunk = walk(&store.join(".chunks")).into_iter().max().unwrap();
+    sparse(&chunk, b"", 1 << 30);
+    // Two gigabytes where an index belongs: a dynamic index's header, then nothing.
+    let didx = web.join("huge.didx");
+    ok(&cairn(&[
+        "backup",
+        "-q",
+        "--store",
+        s(&store),
+        "--format",
+        "didx",
+        s(&web.join("disk.img")),
+        s(&didx),
+    ]));
+    let head = std::fs::read(&didx).unwrap();
+    sparse(&didx, &head[..4096], 2 << 30);
+    let (_server, port) = serve(&python, &web);
+    let url = format!("http://127.0.0.1:{port}");
+    let limit = 400;
+
+    let restored = dir.path().join("restored.img");
+    let (out, mib) = peak(
+        &time,
+        &[
+            "restore",
+            "-q",
+            "--store",
+            &format!("{url}/ds"),
+            s(&index),
+            s(&restored),
+        ],
+    );
+    let said = failed_with(&out, 1, "over the");
+    assert!(said.contains(&format!("{url}/ds/.chunks/")), "{said}");
+    assert!(mib < limit, "restore took {mib} MiB");
+    assert!(!restored.exists());
+
+    let (out, mib) = peak(
+        &time,
+        &[
+            "cat",
+            "--store",
+            &format!("{url}/ds"),
+            &format!("{url}/huge.didx"),
+        ],
+    );
+    let said = failed_with(&out, 1, "over the");
+    assert!(said.contains("huge.didx"), "{said}");
+    assert!(mib < limit, "cat took {mib} MiB");
+
+    // A 4 GiB disk image given where the index goes (arguments swapped), and one that starts
+    // like an index; and an endless source of zeros.
+    let image = dir.path().join("disk.img");
+    sparse(&image, &[0xeb, 0x63, 0x90], 4 << 30);
+    let fake = dir.path().join("fake.didx");
+    sparse(&fake, &head[..4096], 4 << 30);
+    for (given, words) in [
+        (s(&image), "not a chunk index"),
+        (s(&fake), "largest index cairn reads"),
+        ("/dev/zero", "not a chunk index"),
+    ] {
+        let (out, mib) = peak(&time, &["info", given]);
+        failed_with(&out, 1, words);
+        assert!(mib < limit, "info of {given} took {mib} MiB");
+        let (out, mib) = peak(
+            &time,
+            &["restore", "-q", "--store", s(&store), given, s(&restored)],
+        );
+        failed_with(&out, 1, words);
+        assert!(mib < limit, "restore of {given} took {mib} MiB");
+    }
 }

@@ -63,6 +63,21 @@ pub enum IndexError {
         #[source]
         source: io::Error,
     },
+    /// More bytes than the index may have: over what its header allows (a fixed index's
+    /// length follows from its sizes), or over [`MAX_INDEX_SIZE`](crate::MAX_INDEX_SIZE). Refused
+    /// before the rest is read.
+    #[error("{file}: {size} bytes, over {reason} ({limit} bytes)")]
+    TooLarge {
+        /// The file.
+        file: Origin,
+        /// Its length (announced, or by its header), or how much of it had come when it passed
+        /// the limit.
+        size: u64,
+        /// The most it may have.
+        limit: u64,
+        /// Which limit: the header's, or cairn's largest.
+        reason: &'static str,
+    },
     /// The first 8 bytes are no index magic cairn knows.
     #[error("{file}: not a chunk index: unknown magic {found:?}")]
     BadMagic {

@@ -16,8 +16,8 @@ use crate::pbs::{
     write_header,
 };
 
-const SIZE_AT: usize = 64;
-const CHUNK_SIZE_AT: usize = 72;
+pub(crate) const SIZE_AT: usize = 64;
+pub(crate) const CHUNK_SIZE_AT: usize = 72;
 const DIGEST_SIZE: u64 = 32;
 
 /// A validated PBS fixed index held in memory (one buffer; no allocation per entry).

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::bytes::{magic_of, read_index_file};
+use crate::bytes::{MAX_INDEX_SIZE, magic_of, read_index_file};
 use crate::casync::{CasyncIndex, looks_like_casync};
 use crate::dynamic::DynamicIndex;
 use crate::error::{Hex, IndexError, Origin, Result};
@@ -57,6 +57,10 @@ pub enum Index {
 
 impl Index {
     /// Opens the index at `path`, detecting its format by its magic, with default options.
+    /// The file is read in pieces, checked as they come ([`IndexBytes`](crate::IndexBytes)):
+    /// something that is no index is refused from its first bytes, and no more is read than the
+    /// header allows, nor than [`MAX_INDEX_SIZE`]. A FIFO or pipe may block the calling thread
+    /// until its writer writes.
     ///
     /// # Errors
     /// Any [`IndexError`] for an unreadable, unknown or invalid file.
@@ -76,8 +80,17 @@ impl Index {
     /// Detects the format of `data` and validates it.
     ///
     /// # Errors
-    /// [`IndexError::BadMagic`] for unknown data, or the format's own validation errors.
+    /// [`IndexError::BadMagic`] for unknown data, [`IndexError::TooLarge`] over
+    /// [`MAX_INDEX_SIZE`], or the format's own validation errors.
     pub fn from_bytes(data: Vec<u8>, file: Origin, options: &OpenOptions) -> Result<Self> {
+        if data.len() as u64 > MAX_INDEX_SIZE {
+            return Err(IndexError::TooLarge {
+                file,
+                size: data.len() as u64,
+                limit: MAX_INDEX_SIZE,
+                reason: "the largest index cairn reads",
+            });
+        }
         let magic = magic_of(&data);
         if data.len() >= 8 && magic == FIXED_INDEX_MAGIC {
             FixedIndex::from_bytes(data, file, options).map(Self::Fixed)

@@ -3,7 +3,9 @@
 
 #![allow(clippy::panic)] // a check: a broken invariant is a panic
 
-use crate::{CasyncIndex, ChunkIndex, DynamicIndex, FixedIndex, Index, OpenOptions, Origin};
+use crate::{
+    CasyncIndex, ChunkIndex, DynamicIndex, FixedIndex, Index, IndexBytes, OpenOptions, Origin,
+};
 
 /// Which parser a check drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,7 @@ pub fn check_index_bytes(parser: Parser, data: &[u8]) {
     };
     // The checksummed open and the detecting open must never panic either.
     let verified = Index::from_bytes(data.to_vec(), Origin::memory(), &OpenOptions::default());
+    check_pieces(data);
     let Some(index) = opened else { return };
     if let Ok(detected) = &verified {
         assert_eq!(
@@ -46,6 +49,28 @@ pub fn check_index_bytes(parser: Parser, data: &[u8]) {
         );
     }
     check_invariants(index.as_ref(), data);
+}
+
+/// The same bytes in pieces through [`IndexBytes`] (whose early refusals must never refuse an
+/// index) open as the same index [`Index::from_bytes`] makes, or fail as it does.
+///
+/// # Panics
+/// If the two disagree.
+pub fn check_pieces(data: &[u8]) {
+    let skip = OpenOptions::new().verify_checksum(false);
+    let piece = 1 + data.first().map_or(0, |b| usize::from(*b) % 97);
+    let mut loader = IndexBytes::new(Origin::memory());
+    let fed = data
+        .chunks(piece)
+        .try_for_each(|part| loader.push(part))
+        .and_then(|()| loader.finish(&skip));
+    let whole = Index::from_bytes(data.to_vec(), Origin::memory(), &skip);
+    let shape = |index: &Index| (index.chunk_count(), index.image_size(), index.format());
+    assert_eq!(
+        fed.as_ref().ok().map(shape),
+        whole.as_ref().ok().map(shape),
+        "in pieces: {fed:?}, whole: {whole:?}"
+    );
 }
 
 /// The invariants of any opened index.

@@ -223,4 +223,18 @@ proptest! {
             );
         }
     }
+
+    /// Whole, cut or changed, an index read in pieces is what reading it whole gives.
+    #[test]
+    fn pieces_agree_with_the_whole(bytes in any_index(), at in any::<prop::sample::Index>(), value: u8, cut: bool) {
+        let position = at.index(bytes.len());
+        let mut damaged = bytes.clone();
+        if cut {
+            damaged.truncate(position);
+        } else {
+            damaged[position] = value;
+        }
+        cairn_index::testing::check_pieces(&bytes);
+        cairn_index::testing::check_pieces(&damaged);
+    }
 }

@@ -375,3 +375,114 @@ fn casync_kind_comes_from_the_extension_or_the_flags() {
     put_u64(&mut archive, 0x10, 0xb000_0001_ffef_fe26);
     assert_eq!(open(archive).unwrap().format(), IndexFormat::Caidx);
 }
+
+/// Feeds `bytes` to an [`IndexBytes`] in pieces of `piece`; the error of the first piece
+/// refused, and how many bytes had been taken by then.
+fn feed(bytes: &[u8], piece: usize, declared: Option<u64>) -> (Result<Index>, usize) {
+    let mut loader = IndexBytes::new(Origin::memory());
+    for part in bytes.chunks(piece) {
+        let taken = loader.len();
+        if let Err(error) = loader.push(part) {
+            return (Err(error), taken);
+        }
+        if let Some(len) = declared
+            && let Err(error) = loader.expect_len(len)
+        {
+            return (Err(error), loader.len());
+        }
+    }
+    let taken = loader.len();
+    (loader.finish(&OpenOptions::default()), taken)
+}
+
+#[test]
+fn an_index_arriving_in_pieces_is_the_index_and_anything_else_is_refused_at_once() {
+    // Every format, in pieces of any size, is the index from_bytes makes.
+    for bytes in [
+        fixed(1 << 20, 4096),
+        dynamic(&[10, 300, 5000]),
+        casync(&[10, 300, 900]),
+    ] {
+        for piece in [1, 7, 4096, 1 << 20] {
+            let (index, taken) = feed(&bytes, piece, Some(bytes.len() as u64));
+            let index = index.unwrap();
+            assert_eq!(taken, bytes.len());
+            assert_eq!(
+                index.image_size(),
+                open(bytes.clone()).unwrap().image_size()
+            );
+        }
+    }
+    // A disk image where the index belongs: refused at its first 16 bytes.
+    let (error, taken) = feed(&[0xeb; 1 << 20], 16, None);
+    assert!(
+        matches!(error, Err(IndexError::BadMagic { .. })),
+        "{error:?}"
+    );
+    assert_eq!(taken, 0);
+    // A fixed index longer than its header allows: refused at the first byte over.
+    let mut long = fixed(1 << 20, 4096);
+    let exact = long.len();
+    long.extend_from_slice(&[0; 100]);
+    let (error, taken) = feed(&long, 10, None);
+    match error {
+        Err(IndexError::TooLarge { size, limit, .. }) => {
+            assert_eq!(limit, exact as u64);
+            assert!(size <= exact as u64 + 10, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(taken <= exact);
+    // A dynamic index announced at 2 GiB: refused before anything but its head is taken.
+    let (error, taken) = feed(&dynamic(&[10]), 16, Some(2 << 30));
+    assert!(
+        matches!(
+            error,
+            Err(IndexError::TooLarge {
+                limit: MAX_INDEX_SIZE,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert!(taken <= 16);
+    // A fixed header claiming an image whose table would pass the largest index.
+    let mut huge = fixed(4096, 4096);
+    put_u64(&mut huge, 64, 1 << 50);
+    let (error, _) = feed(&huge, 4096, None);
+    assert!(
+        matches!(error, Err(IndexError::TooLarge { .. })),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_no_index_is_refused_from_its_first_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 4 GiB image with a dynamic index's magic (sparse: nothing of it is on disk): its length
+    // alone refuses it, before its table is read.
+    let sparse = dir.path().join("big.didx");
+    let head = dynamic(&[10]);
+    std::fs::write(&sparse, &head[..4096]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let error = Index::open(&sparse).unwrap_err();
+    assert!(
+        matches!(error, IndexError::TooLarge { size, .. } if size == 4 << 30),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("largest index cairn reads"),
+        "{error}"
+    );
+    // An endless source of zeros: refused at the first piece read.
+    let error = Index::open("/dev/zero").unwrap_err();
+    assert!(matches!(error, IndexError::BadMagic { .. }), "{error}");
+    // A folder.
+    let error = Index::open(dir.path()).unwrap_err();
+    assert!(matches!(error, IndexError::Read { .. }), "{error}");
+}
