@@ -107,6 +107,32 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// A duration as an option takes it: seconds (`30`, `30s`), minutes (`10m`) or hours (`1h`).
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration (like 30, 30s, 10m or 1h)"
+            ));
+        }
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (like 30, 30s, 10m or 1h)"))?;
+    value
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 /// The layout a backup's FORMAT, chunk size and digest arguments ask for.
 pub(crate) fn layout(format: Format, chunk_size: Option<u64>, digest: DigestArg) -> Layout {
     match format {

@@ -39,6 +39,15 @@ pub(crate) struct ServeNbdArgs {
     /// Connections served at once; more are refused.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Close a connection whose reply makes no progress for this long: its client stopped
+    /// reading (each connection may hold at most 64 MiB of the 256 MiB of reads in flight).
+    #[arg(long, value_name = "DURATION", value_parser = crate::backup::parse_duration, default_value = "30s")]
+    write_timeout: std::time::Duration,
+    /// Close a connection that sends nothing for this long with no request in progress; 0
+    /// (the default) never does, since qemu and the kernel's client keep idle connections
+    /// for as long as the disk is attached. Vanished peers are found by TCP keepalive.
+    #[arg(long, value_name = "DURATION", value_parser = crate::backup::parse_duration, default_value = "0")]
+    idle_timeout: std::time::Duration,
     /// Log every connection, with what it read and how much came from the cache.
     #[arg(long, short)]
     verbose: bool,
@@ -107,7 +116,10 @@ pub(crate) async fn run(args: &ServeNbdArgs, quiet: bool, stop: &Stop) -> Result
         let reader = ChunkReader::with_source(index, source, cache.clone(), options);
         exports.push((name, Arc::new(NbdExport::new(reader))));
     }
-    let server_options = ServerOptions::default().max_connections(args.max_connections);
+    let server_options = ServerOptions::default()
+        .max_connections(args.max_connections)
+        .write_timeout(args.write_timeout)
+        .idle_timeout((!args.idle_timeout.is_zero()).then_some(args.idle_timeout));
     let server =
         Server::new(exports, server_options).map_err(|e| Failure::usage(crate::chain(&e)))?;
     let names: Vec<&str> = server.export_names().collect();

@@ -568,3 +568,77 @@ fn unix_sockets_and_export_names() {
     failed_with(&out, 2, "not a socket");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+#[test]
+fn a_client_that_stops_reading_or_sends_nothing_loses_only_its_own_connection() {
+    let Some(t) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(64 << 20);
+    let (store, index) = backed_up(dir.path(), "disk", &data);
+    let mut served = Served::start(
+        &store,
+        &[s(&index), "--write-timeout", "2s", "--idle-timeout", "1s"],
+    );
+    let address = served.address.clone();
+    // Eight reads of 32 MiB, the server's whole read budget, whose replies are never read.
+    let mut stalled = transmitting(&address, "disk");
+    for i in 0..8u64 {
+        stalled
+            .write_all(&request(0, (i % 2) << 25, 32 << 20))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A second client is not slowed: a 4 KiB read and a copy of the whole image.
+    let started = Instant::now();
+    let read = run(
+        &t.qemu_io,
+        &[
+            "-f",
+            "raw",
+            "-r",
+            "-c",
+            "read -P 0 0 4096",
+            &served.uri("disk"),
+        ],
+    );
+    let said = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(said.contains("Pattern verification failed"), "{said}");
+    let copied = dir.path().join("copied.raw");
+    succeeded(
+        &run(&t.nbdcopy, &[&served.uri("disk"), s(&copied)]),
+        "nbdcopy",
+    );
+    assert!(std::fs::read(&copied).unwrap() == data);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second client took {:?}",
+        started.elapsed()
+    );
+    // The write timeout closes the stalled connection before it reads its replies.
+    std::thread::sleep(Duration::from_secs(3));
+    let rest = closed_by_server(stalled);
+    assert!(
+        rest.len() < 256 << 20,
+        "{} bytes: every reply was sent",
+        rest.len()
+    );
+    // The idle timeout closes a connection that asks for nothing.
+    let idle = transmitting(&address, "disk");
+    let started = Instant::now();
+    assert!(closed_by_server(idle).is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(served.alive());
+    let logged = |words: &str| {
+        let started = Instant::now();
+        while !served.log().contains(words) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    logged("a reply made no progress for 2 s: the client stopped reading");
+    logged("idle for 1 s with no request in progress");
+}

@@ -50,6 +50,18 @@ pub enum ProtocolError {
         /// The limit.
         seconds: u64,
     },
+    /// A reply made no progress for longer than the write timeout: the client stopped reading.
+    #[error("a reply made no progress for {seconds} s: the client stopped reading")]
+    WriteTimeout {
+        /// The limit.
+        seconds: u64,
+    },
+    /// The client sent nothing for longer than the idle timeout, with no request in progress.
+    #[error("idle for {seconds} s with no request in progress")]
+    IdleTimeout {
+        /// The limit.
+        seconds: u64,
+    },
 }
 
 /// Why a connection ended other than by the client's choice.

@@ -13,6 +13,7 @@ use tokio::io::{
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ExportError, NbdError, ProtocolError};
@@ -45,9 +46,21 @@ pub struct ServerOptions {
     /// Requests of one connection in progress at once; the connection's next request is read
     /// when one finishes. Default 64.
     pub requests_per_connection: usize,
-    /// Bytes of reads in progress across all connections. Default 256 MiB (at least 32 MiB,
-    /// the longest read).
+    /// Bytes of reads in progress across all connections, each held until its reply is
+    /// written. Default 256 MiB (at least 32 MiB, the longest read).
     pub read_bytes_in_flight: u64,
+    /// Bytes of reads one connection may have in progress: its share of
+    /// [`read_bytes_in_flight`](ServerOptions::read_bytes_in_flight), so a client that stops
+    /// reading its replies stops only itself. Default 64 MiB (at least 32 MiB).
+    pub read_bytes_per_connection: u64,
+    /// How long a reply may make no progress being written before its connection is closed
+    /// (the client stopped reading). Default 30 s.
+    pub write_timeout: Duration,
+    /// How long a connection in transmission may send nothing, with no request in progress,
+    /// before it is closed; `None` (the default): never. qemu and the kernel's client keep a
+    /// connection open, idle, for as long as the disk is attached, so closing idle connections
+    /// breaks them; peers that vanish are found by TCP keepalive instead.
+    pub idle_timeout: Option<Duration>,
     /// Time a client has from connecting to entering transmission. Default 10 s.
     pub handshake_timeout: Duration,
     /// On shutdown, time given to requests in progress before connections are cut. Default
@@ -61,6 +74,9 @@ impl Default for ServerOptions {
             max_connections: 64,
             requests_per_connection: 64,
             read_bytes_in_flight: 256 << 20,
+            read_bytes_per_connection: 64 << 20,
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }
@@ -86,6 +102,27 @@ impl ServerOptions {
     #[must_use]
     pub fn read_bytes_in_flight(mut self, bytes: u64) -> Self {
         self.read_bytes_in_flight = bytes;
+        self
+    }
+
+    /// Sets [`read_bytes_per_connection`](ServerOptions::read_bytes_per_connection).
+    #[must_use]
+    pub fn read_bytes_per_connection(mut self, bytes: u64) -> Self {
+        self.read_bytes_per_connection = bytes;
+        self
+    }
+
+    /// Sets [`write_timeout`](ServerOptions::write_timeout).
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`idle_timeout`](ServerOptions::idle_timeout).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -142,7 +179,8 @@ struct Shared {
     options: ServerOptions,
     connections: Arc<Semaphore>,
     read_budget: Arc<Semaphore>,
-    budget_units: u32,
+    /// A connection's share of the budget, in units.
+    connection_units: u32,
     next_connection: AtomicU64,
 }
 
@@ -174,12 +212,18 @@ impl Server {
         let units = (options.read_bytes_in_flight.max(u64::from(MAX_PAYLOAD)) / BUDGET_UNIT)
             .min(u64::from(u32::MAX >> 4));
         let units = u32::try_from(units).unwrap_or(u32::MAX >> 4);
+        let connection_units = (options
+            .read_bytes_per_connection
+            .max(u64::from(MAX_PAYLOAD))
+            / BUDGET_UNIT)
+            .min(u64::from(units));
+        let connection_units = u32::try_from(connection_units).unwrap_or(units);
         Ok(Self {
             shared: Arc::new(Shared {
                 exports: map,
                 connections: Arc::new(Semaphore::new(options.max_connections.max(1))),
                 read_budget: Arc::new(Semaphore::new(units as usize)),
-                budget_units: units,
+                connection_units,
                 options,
                 next_connection: AtomicU64::new(1),
             }),
@@ -210,6 +254,12 @@ impl Server {
             let (stream, peer) = listener.accept().await?;
             // Replies are written whole; small ones should not wait for more.
             let _ = stream.set_nodelay(true);
+            // A peer that vanished (its machine gone, the network cut) is noticed within
+            // minutes, without closing connections that are merely idle.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(60))
+                .with_interval(Duration::from_secs(10));
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             let (read, write) = stream.into_split();
             Ok((read, write, peer.to_string()))
         })
@@ -315,7 +365,10 @@ impl Server {
     {
         let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let mut read = BufReader::with_capacity(64 << 10, read);
-        let mut write = BufWriter::with_capacity(256 << 10, write);
+        // A write that makes no progress for the write timeout fails, and ends the connection.
+        let mut write = TimeoutWriter::new(write);
+        write.set_timeout(Some(self.shared.options.write_timeout));
+        let mut write = BufWriter::with_capacity(256 << 10, Box::pin(write));
         let limit = self.shared.options.handshake_timeout;
         let handshake = tokio::select! {
             () = stop.cancelled() => return ConnectionStats::default(),
@@ -443,10 +496,16 @@ impl Server {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (replies, queue) = mpsc::unbounded_channel::<Reply>();
-        let mut writer = tokio::spawn(write_replies(write, queue));
-        let slots = Arc::new(Semaphore::new(
-            self.shared.options.requests_per_connection.max(1),
-        ));
+        // Cancelled by a stop, or by the writer when it fails (a client that stopped reading
+        // past the write timeout): whatever this connection waits for, it stops waiting.
+        let closed = stop.child_token();
+        let mut writer = tokio::spawn(write_replies(write, queue, closed.clone()));
+        let requests = self.shared.options.requests_per_connection.max(1);
+        let slots = Arc::new(Semaphore::new(requests));
+        // This connection's share of the read budget: taken before the server's, so a
+        // connection waits on its own replies before it holds any of the others' budget.
+        let share = Arc::new(Semaphore::new(self.shared.connection_units as usize));
+        let idle = self.shared.options.idle_timeout;
         let context = Arc::new(RequestContext {
             export: chosen.name.clone(),
             size: chosen.export.size(),
@@ -459,14 +518,28 @@ impl Server {
                 break Ok(());
             }
             let mut header = [0u8; REQUEST_LENGTH];
-            let got = tokio::select! {
-                () = stop.cancelled() => break Ok(()),
-                got = read_or_eof(&mut read, &mut header) => got,
+            let got = {
+                let next = read_or_eof(&mut read, &mut header);
+                tokio::pin!(next);
+                loop {
+                    let waited = tokio::select! {
+                        () = closed.cancelled() => break None,
+                        got = &mut next => break Some(got),
+                        () = sleep_or_never(idle) => true,
+                    };
+                    // Idle only with nothing in progress; else the client awaits replies.
+                    if waited && slots.available_permits() == requests {
+                        break Some(Err(ProtocolError::IdleTimeout {
+                            seconds: idle.unwrap_or_default().as_secs(),
+                        }
+                        .into()));
+                    }
+                }
             };
             match got {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(error) => break Err(error),
+                None | Some(Ok(false)) => break Ok(()),
+                Some(Ok(true)) => {}
+                Some(Err(error)) => break Err(error),
             }
             let request = match Request::parse(&header) {
                 Ok(request) => request,
@@ -487,17 +560,20 @@ impl Server {
                     break Err(error);
                 }
             }
-            let Some(slot) = acquire(&slots, 1, stop).await else {
+            let Some(slot) = acquire(&slots, 1, &closed).await else {
                 break Ok(());
             };
             let units = if request.command == CMD_READ {
                 u32::try_from(u64::from(request.length).div_ceil(BUDGET_UNIT))
                     .unwrap_or(u32::MAX)
-                    .clamp(1, self.shared.budget_units)
+                    .clamp(1, self.shared.connection_units)
             } else {
                 1
             };
-            let Some(budget) = acquire(&self.shared.read_budget, units, stop).await else {
+            let Some(own) = acquire(&share, units, &closed).await else {
+                break Ok(());
+            };
+            let Some(budget) = acquire(&self.shared.read_budget, units, &closed).await else {
                 break Ok(());
             };
             let context = Arc::clone(&context);
@@ -506,7 +582,7 @@ impl Server {
                 let parts = context.answer(request).await;
                 let _ = replies.send(Reply {
                     parts,
-                    _permits: [slot, budget],
+                    _permits: [slot, own, budget],
                 });
             });
         };
@@ -526,7 +602,14 @@ impl Server {
                 Ok(())
             }
         };
-        ended.and(written.map_err(NbdError::Io))
+        let seconds = self.shared.options.write_timeout.as_secs();
+        // A write that timed out is the reason, whatever the reading side saw after.
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(ProtocolError::WriteTimeout { seconds }.into())
+            }
+            written => ended.and(written.map_err(NbdError::Io)),
+        }
     }
 }
 
@@ -587,10 +670,19 @@ async fn discard<R: AsyncRead + Unpin>(read: &mut R, length: u64) -> Result<(), 
     Ok(())
 }
 
-/// A reply, ready to write, with the permits its request holds until it is written.
+/// A reply, ready to write, with the permits its request holds until it is written: its
+/// request slot, its units of the connection's share, its units of the server's budget.
 struct Reply {
     parts: Vec<Part>,
-    _permits: [OwnedSemaphorePermit; 2],
+    _permits: [OwnedSemaphorePermit; 3],
+}
+
+/// Sleeps for `duration`, or forever if there is none.
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Bytes of a reply.
@@ -602,8 +694,22 @@ enum Part {
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-/// Writes replies as they come, flushing whenever none is waiting.
+/// Writes replies as they come, flushing whenever none is waiting; on a failure (the write
+/// timeout among them) cancels `closed`, so the connection ends, and drops the replies queued
+/// with their permits.
 async fn write_replies<W: AsyncWrite + Unpin>(
+    write: BufWriter<W>,
+    queue: mpsc::UnboundedReceiver<Reply>,
+    closed: CancellationToken,
+) -> std::io::Result<()> {
+    let written = write_all_replies(write, queue).await;
+    if written.is_err() {
+        closed.cancel();
+    }
+    written
+}
+
+async fn write_all_replies<W: AsyncWrite + Unpin>(
     mut write: BufWriter<W>,
     mut queue: mpsc::UnboundedReceiver<Reply>,
 ) -> std::io::Result<()> {

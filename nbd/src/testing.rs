@@ -317,6 +317,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(reply)
     }
 
+    /// The stream, to read or leave unread by hand.
+    #[must_use]
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
     /// Sends `NBD_CMD_DISC` and closes.
     ///
     /// # Errors

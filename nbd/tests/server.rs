@@ -502,3 +502,101 @@ proptest! {
         });
     }
 }
+
+/// Reads until the server closes the stream (or it fails); how many bytes came.
+async fn until_closed(mut stream: TcpStream, within: Duration) -> Option<u64> {
+    tokio::time::timeout(within, async move {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n as u64,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_only_its_share_and_then_loses_its_connection() {
+    let image: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    let export: Arc<dyn Export> = Arc::new(MemoryExport::new(image.clone()));
+    let options = ServerOptions::default().write_timeout(Duration::from_secs(2));
+    let running = serve(vec![("disk", export)], options).await;
+    // Eight reads of 32 MiB, the whole server budget, and not a byte of the replies read.
+    let mut stalled = client(&running, true).await;
+    for i in 0..8u64 {
+        stalled
+            .send(CMD_READ, 0, (i % 2) << 25, 32 << 20)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another client is served at once, small reads and large.
+    let mut other = client(&running, true).await;
+    let quick = tokio::time::timeout(Duration::from_secs(1), async {
+        for (offset, length) in [(4096u64, 4096u32), (1 << 20, 32 << 20)] {
+            let reply = other.read(offset, length).await.unwrap();
+            let range = offset as usize..offset as usize + length as usize;
+            assert!(reply.data == image[range]);
+        }
+    })
+    .await;
+    assert!(quick.is_ok(), "a client that stops reading slowed another");
+    // The write timeout (2 s of no progress) closes the stalled connection, still unread; its
+    // budget comes back, so four clients can each have 64 MiB of reads in flight.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = until_closed(stalled.into_stream(), Duration::from_secs(10)).await;
+    let got = got.expect("the stalled connection was never closed");
+    assert!(
+        got < 256 << 20,
+        "{got} bytes: every reply was written after all"
+    );
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(client(&running, true).await);
+    }
+    let all = tokio::time::timeout(Duration::from_secs(20), async {
+        for c in &mut clients {
+            c.send(CMD_READ, 0, 0, 32 << 20).await.unwrap();
+            c.send(CMD_READ, 0, 32 << 20, 32 << 20).await.unwrap();
+        }
+        for c in &mut clients {
+            let (_, first) = c.reply(0, 32 << 20).await.unwrap();
+            let (_, second) = c.reply(32 << 20, 32 << 20).await.unwrap();
+            assert_eq!(first.data.len() + second.data.len(), 64 << 20);
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "the stalled connection's budget never came back"
+    );
+    running.stop.cancel();
+    running.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_only_when_asked_and_never_while_a_request_runs() {
+    let image = image();
+    // By default, an idle connection stays (qemu and the kernel's client keep theirs).
+    let running = memory(&image).await;
+    let idle = client(&running, true).await.into_stream();
+    assert_eq!(until_closed(idle, Duration::from_millis(1500)).await, None);
+    // With an idle timeout, it is closed after it.
+    let export: Arc<dyn Export> = Arc::new(MemoryExport::new(image.clone()));
+    let options = ServerOptions::default().idle_timeout(Some(Duration::from_millis(500)));
+    let running = serve(vec![("disk", export)], options).await;
+    let started = std::time::Instant::now();
+    let idle = client(&running, true).await.into_stream();
+    assert_eq!(until_closed(idle, Duration::from_secs(5)).await, Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    // A connection that keeps asking is not idle.
+    let mut busy = client(&running, true).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(busy.read(0, 4096).await.unwrap().data, image[..4096]);
+    }
+}
