@@ -8,10 +8,13 @@ use std::sync::Arc;
 use crate::digest::{Digest, to_hex};
 use crate::error::{Location, Result, StoreError};
 use crate::fs::{
-    chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, touch_chunk_file,
+    chunk_file_len, chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file,
+    touch_chunk_file,
 };
 use crate::pbs::{blocking, off_workers, sync_store};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel};
+use crate::store::{
+    ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
+};
 
 /// The shortest complete compressed chunk file: the smallest zstd frame (4-byte magic, 2-byte
 /// frame header, 3-byte block header); xz and gzip streams are longer. Shorter files were torn.
@@ -194,6 +197,29 @@ impl ChunkStore for CastrStore {
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
         let (store, digest) = (self.clone(), *digest);
         off_workers(&self.name, move || store.read_chunk(&digest)).await
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        let files = self.chunk_files(digest);
+        let found = blocking(move || {
+            let encodings = [
+                ChunkEncoding::CasyncCompressed,
+                ChunkEncoding::CasyncUncompressed,
+            ];
+            for ((path, min_len), encoding) in files.iter().zip(encodings) {
+                if let Some(len) = chunk_file_len(path, *min_len)? {
+                    return Ok(Some(ChunkStat::new(encoding, len)));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        let location = Location::Path(self.chunk_path(digest));
+        match found {
+            Ok(Some(stat)) => Ok(stat),
+            Ok(None) => Err(StoreError::missing(&self.name, digest, location)),
+            Err(source) => Err(StoreError::read(&self.name, digest, location, source)),
+        }
     }
 
     fn local(&self) -> Option<&dyn LocalChunks> {

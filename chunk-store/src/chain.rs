@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
+use crate::store::{ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, PutOutcome};
 
 /// How many chunks' serving store a chain remembers for [`reject`](ChunkStore::reject).
 const REMEMBERED: usize = 1 << 16;
@@ -162,6 +162,22 @@ impl ChunkStore for StoreChain {
 
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         self.get_from_first(digest, Some(limit)).await
+    }
+
+    /// The first store's that has the chunk (missing falls through, other errors stop).
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        let mut first_missing = None;
+        for store in &self.stores {
+            match store.stat(digest).await {
+                Err(error) if error.is_missing() => {
+                    first_missing.get_or_insert(error);
+                }
+                other => return other,
+            }
+        }
+        Err(first_missing.unwrap_or_else(|| {
+            StoreError::missing(&self.name, digest, crate::error::Location::Memory)
+        }))
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

@@ -86,6 +86,7 @@ async fn check_round_trips(target: &dyn ConformanceTarget, source: &ChunkSource)
         );
         let read = source.read(&digest, len).await.unwrap();
         assert!(read == plaintext, "round trip {len}: same bytes back");
+        check_stat(store.as_ref(), &digest).await;
         // Duplicate puts.
         let (_, again) = source.write(plaintext).await.unwrap();
         assert_eq!(
@@ -140,6 +141,19 @@ async fn check_missing(target: &dyn ConformanceTarget, source: &ChunkSource) {
         "the error names the store: {error}"
     );
     assert!(!store.contains(&absent).await.unwrap());
+    let error = store.stat(&absent).await.unwrap_err();
+    assert!(error.is_missing(), "stat of a missing chunk: {error}");
+}
+
+/// `stat` tells what `get` hands out: the encoding and the length of the stored bytes.
+async fn check_stat(store: &dyn ChunkStore, digest: &Digest) {
+    let chunk = store.get(digest).await.unwrap();
+    let stat = store.stat(digest).await.unwrap();
+    assert_eq!(
+        (stat.encoding, stat.len),
+        (chunk.encoding, chunk.bytes.len() as u64),
+        "stat agrees with get"
+    );
 }
 
 /// A corrupt chunk.
@@ -322,6 +336,7 @@ pub async fn check_read_only_store(target: &dyn ReadOnlyTarget) {
         assert!(read == plaintext, "read-only round trip of {len} bytes");
         assert!(store.contains(&digest).await.unwrap(), "contains {len}");
         assert!(store.touch(&digest).await.unwrap(), "touch {len}");
+        check_stat(store.as_ref(), &digest).await;
         stored.push((digest, plaintext));
     }
     let absent = algorithm.digest(b"never stored");
@@ -336,6 +351,7 @@ pub async fn check_read_only_store(target: &dyn ReadOnlyTarget) {
     );
     assert!(!store.contains(&absent).await.unwrap());
     assert!(!store.touch(&absent).await.unwrap());
+    assert!(store.stat(&absent).await.unwrap_err().is_missing());
 
     let (digest, plaintext) = &stored[4];
     let error = reader.read(digest, plaintext.len() - 1).await.unwrap_err();

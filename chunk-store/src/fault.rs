@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::digest::Digest;
 use crate::digest::Hex;
 use crate::error::{Result, StoreError};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
+use crate::store::{ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, PutOutcome};
 
 /// What to do to a `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +192,10 @@ impl ChunkStore for FaultStore {
 
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         self.get_or_fault(digest, Some(limit)).await
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        self.inner.stat(digest).await
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

@@ -29,6 +29,16 @@ pub(crate) fn chunk_file_present(path: &Path, min_len: u64) -> io::Result<bool> 
     }
 }
 
+/// The length of the chunk file at `path`, or `None` if none is present (see
+/// [`is_complete`]).
+pub(crate) fn chunk_file_len(path: &Path, min_len: u64) -> io::Result<Option<u64>> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(is_complete(&meta, min_len).then_some(meta.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The whole chunk file, or `None` if none is present (see [`is_complete`]). Files over
 /// [`MAX_CHUNK_FILE`] are refused before reading, so a damaged size can never make us allocate
 /// without bound.

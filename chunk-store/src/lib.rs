@@ -37,6 +37,7 @@ mod chain;
 pub mod codec_checks;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod cpu;
 #[cfg(feature = "crypto")]
 mod crypt;
 mod digest;
@@ -65,6 +66,7 @@ pub use crate::blob::{decode_blob, encode_blob, encode_blob_uncompressed};
 pub use crate::castr::CastrStore;
 pub use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
 pub use crate::chain::{RejectReport, StoreChain};
+pub use crate::cpu::{CpuLimit, CpuTaskFailure};
 #[cfg(feature = "crypto")]
 pub use crate::crypt::{CryptKey, Fingerprint};
 pub use crate::digest::{Digest, DigestAlgorithm, Hex, from_hex, to_hex};
@@ -83,7 +85,7 @@ pub use crate::source::{
     ChunkSource, MAX_ENCODED_CHUNK, decode_chunk, encode_chunk, max_encoded_len,
 };
 pub use crate::store::{
-    ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
+    ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
 };
 pub use crate::tier::{DISK_CACHE_MARKER, DiskTier, TierStats};
 

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use crate::digest::{Digest, Hex, to_hex};
 use crate::error::{Location, Result, StoreError};
 use crate::source::MAX_ENCODED_CHUNK;
-use crate::store::{ChunkEncoding, EncodedChunk, PutOutcome};
+use crate::store::{ChunkEncoding, ChunkStat, EncodedChunk, PutOutcome};
 use crate::turns::Turns;
 
 /// Where chunks live under a store's prefix.
@@ -310,20 +310,31 @@ impl ObjectChunks {
         Err(StoreError::missing(&self.name, digest, self.location(&key)))
     }
 
-    pub(crate) async fn exists(&self, digest: &Digest) -> Result<bool> {
-        for layout in self.layouts() {
+    /// How chunk `digest` is stored, from a `HEAD` of its object.
+    pub(crate) async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        let layouts = self.layouts();
+        for &layout in &layouts {
             let key = self.chunk_key(layout, digest);
             let _permit = self.in_flight.acquire().await.ok();
             match self.client.head(&ObjectPath::from(key.as_str())).await {
-                Ok(_) => {
+                Ok(meta) => {
                     self.layout.store(layout_code(layout), Ordering::Relaxed);
-                    return Ok(true);
+                    return Ok(ChunkStat::new(layout.encoding(), meta.size));
                 }
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(self.error(Some(digest), &key, error)),
             }
         }
-        Ok(false)
+        let key = self.chunk_key(layouts[0], digest);
+        Err(StoreError::missing(&self.name, digest, self.location(&key)))
+    }
+
+    pub(crate) async fn exists(&self, digest: &Digest) -> Result<bool> {
+        match self.stat(digest).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_missing() => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     pub(crate) async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {
@@ -477,6 +488,13 @@ macro_rules! object_chunk_store {
                 limit: u64,
             ) -> $crate::error::Result<$crate::store::EncodedChunk> {
                 self.chunks.get(digest, limit).await
+            }
+
+            async fn stat(
+                &self,
+                digest: &$crate::digest::Digest,
+            ) -> $crate::error::Result<$crate::store::ChunkStat> {
+                self.chunks.stat(digest).await
             }
 
             async fn put(

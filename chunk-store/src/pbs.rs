@@ -8,10 +8,12 @@ use crate::blob::BLOB_HEADER_SIZE;
 use crate::digest::{Digest, to_hex};
 use crate::error::{Location, Result, StoreError};
 use crate::fs::{
-    chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file, sync_filesystem,
-    touch_chunk_file,
+    chunk_file_len, chunk_file_present, insert_chunk_file, list_chunk_files, read_chunk_file,
+    sync_filesystem, touch_chunk_file,
 };
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel};
+use crate::store::{
+    ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, LocalChunks, PutOutcome, SyncLevel,
+};
 
 /// The shortest complete chunk file: a blob header. Shorter files were torn by a crash.
 const MIN_CHUNK_FILE: u64 = BLOB_HEADER_SIZE as u64;
@@ -139,6 +141,26 @@ impl ChunkStore for PbsDatastore {
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
         let (store, digest) = (self.clone(), *digest);
         off_workers(&self.name, move || store.read_chunk(&digest)).await
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        let path = self.chunk_path(digest);
+        let check = path.clone();
+        let found = blocking(move || chunk_file_len(&check, MIN_CHUNK_FILE)).await;
+        match found {
+            Ok(Some(len)) => Ok(ChunkStat::new(ChunkEncoding::PbsBlob, len)),
+            Ok(None) => Err(StoreError::missing(
+                &self.name,
+                digest,
+                Location::Path(path),
+            )),
+            Err(source) => Err(StoreError::read(
+                &self.name,
+                digest,
+                Location::Path(path),
+                source,
+            )),
+        }
     }
 
     fn local(&self) -> Option<&dyn LocalChunks> {

@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
 
 use crate::blob::MAX_BLOB_SIZE;
+use crate::cpu::CpuLimit;
 use crate::digest::{Digest, Hex, from_hex};
 use crate::error::StoreError;
 use crate::source::{decode_chunk, encode_chunk};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk};
+use crate::store::{ChunkEncoding, ChunkStore};
 
 /// What a request path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,10 +123,22 @@ pub fn span(range: Option<&str>, len: u64) -> Span {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeOptions {
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once; more wait to be accepted. Default 256.
     pub max_connections: usize,
-    /// How long a client may take to send a request's head.
+    /// How long a client may take to send a request's head. Default 30 s.
     pub header_timeout: Duration,
+    /// How long a response may make no progress being written before its connection is
+    /// closed (the client stopped reading). Default 30 s.
+    pub write_timeout: Duration,
+    /// Bytes of chunk bodies held for responses at once, across connections, from when a
+    /// chunk is read until its response is written or abandoned; a response waits for its
+    /// share. Default 256 MiB (a chunk larger than all of it takes all of it).
+    pub bytes_in_flight: u64,
+    /// Chunks being read (and re-encoded) at once. Default 32.
+    pub reads_in_flight: usize,
+    /// The limit re-encoding runs under: by default one thread per core; give a
+    /// [`ChunkSource`](crate::ChunkSource)'s (`cpu_limit`) to share one.
+    pub cpu: CpuLimit,
 }
 
 impl Default for ServeOptions {
@@ -133,11 +146,29 @@ impl Default for ServeOptions {
         Self {
             max_connections: 256,
             header_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            bytes_in_flight: 256 << 20,
+            reads_in_flight: 32,
+            cpu: CpuLimit::per_core(),
         }
     }
 }
 
+/// What the requests of one server share.
+struct Shared {
+    store: Arc<dyn ChunkStore>,
+    cpu: CpuLimit,
+    reads: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    /// The permits of `bytes`.
+    byte_budget: u32,
+}
+
 /// Serves `store` read-only on `listener` until `shutdown` completes.
+///
+/// Errors of the store are logged (with `tracing`) and answered without their details: a 404
+/// for a missing chunk, a 503 when the store is unavailable, a 500 otherwise, naming the chunk
+/// but never a path or an object key.
 ///
 /// # Errors
 /// Never for a client's doing; only if accepting fails for good (the listener is closed).
@@ -148,6 +179,15 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let byte_budget =
+        u32::try_from(options.bytes_in_flight.clamp(1, u64::from(u32::MAX))).unwrap_or(u32::MAX);
+    let shared = Arc::new(Shared {
+        store,
+        cpu: options.cpu.clone(),
+        reads: Arc::new(Semaphore::new(options.reads_in_flight.max(1))),
+        bytes: Arc::new(Semaphore::new(byte_budget as usize)),
+        byte_budget,
+    });
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -164,26 +204,95 @@ pub async fn serve_http(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let store = Arc::clone(&store);
+        let shared = Arc::clone(&shared);
         let timeout = options.header_timeout;
+        // A write that makes no progress for the write timeout fails, and ends the connection.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(options.write_timeout));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let store = Arc::clone(&store);
-                async move { Ok::<_, Infallible>(answer(&*store, &request).await) }
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(answer(&shared, &request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .await;
             drop(permit);
         });
     }
 }
 
-fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text + "\n")));
+/// A response body: its bytes, with their share of the server's budget, which goes with them
+/// until they are written (hyper queues a body's data until the socket takes it) or abandoned
+/// with their connection.
+struct Budgeted {
+    data: Option<Held>,
+}
+
+/// Bytes that hold their share of the budget.
+struct Held {
+    bytes: Bytes,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+impl bytes::Buf for Held {
+    fn remaining(&self) -> usize {
+        self.bytes.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bytes.chunk()
+    }
+
+    fn advance(&mut self, count: usize) {
+        self.bytes.advance(count);
+    }
+}
+
+impl hyper::body::Body for Budgeted {
+    type Data = Held;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Held>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.data
+                .take()
+                .filter(|held| !held.bytes.is_empty())
+                .map(|held| Ok(hyper::body::Frame::data(held))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(|held| held.bytes.is_empty())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(
+            self.data.as_ref().map_or(0, |held| held.bytes.len() as u64),
+        )
+    }
+}
+
+type Reply = Response<Budgeted>;
+
+fn reply(status: StatusCode, body: Bytes, share: Option<OwnedSemaphorePermit>) -> Reply {
+    let mut response = Response::new(Budgeted {
+        data: Some(Held {
+            bytes: body,
+            _share: share,
+        }),
+    });
     *response.status_mut() = status;
+    response
+}
+
+fn plain(status: StatusCode, text: String) -> Reply {
+    let mut response = reply(status, Bytes::from(text + "\n"), None);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -191,8 +300,34 @@ fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     response
 }
 
+/// The answer to a store's error: the status and a text that names the chunk and nothing of
+/// where it is kept; the whole error goes to the log.
+fn failed(digest: &Digest, error: &StoreError) -> Reply {
+    if error.is_missing() {
+        return plain(StatusCode::NOT_FOUND, "no such chunk".to_owned());
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    tracing::warn!("serving chunk {}: {text}", Hex(*digest));
+    match error {
+        StoreError::Unavailable { .. } | StoreError::Denied { .. } => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("chunk {}: the store is unavailable", Hex(*digest)),
+        ),
+        _ => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("chunk {} cannot be read", Hex(*digest)),
+        ),
+    }
+}
+
 /// The response to one request.
-async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(shared: &Shared, request: &Request<Incoming>) -> Reply {
     let head = request.method() == Method::HEAD;
     if !head && request.method() != Method::GET {
         let mut response = plain(
@@ -207,28 +342,55 @@ async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response
     let Route::Chunk(encoding, digest) = route(request.uri().path()) else {
         return plain(StatusCode::NOT_FOUND, "no such chunk".to_owned());
     };
-    let body = match chunk_in(store, &digest, encoding).await {
-        Ok(body) => body,
-        Err(error) if error.is_missing() => {
-            return plain(StatusCode::NOT_FOUND, "no such chunk".to_owned());
-        }
-        Err(error @ StoreError::Unavailable { .. }) => {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
-        }
-        Err(error) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    };
-    let len = body.len() as u64;
     let range = request
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok());
+    let Ok(reading) = shared.reads.acquire().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+    };
+    if head {
+        // The stored length is the answer when the chunk is kept as asked: nothing is read
+        // or decoded.
+        match shared.store.stat(&digest).await {
+            Ok(stat) if stat.encoding == encoding => {
+                return respond(stat.len, range, None, None);
+            }
+            Ok(_) => {}
+            Err(error) => return failed(&digest, &error),
+        }
+    }
+    let body = match chunk_in(shared, &digest, encoding).await {
+        Ok(body) => body,
+        Err(error) => return failed(&digest, &error),
+    };
+    drop(reading);
+    let len = body.len() as u64;
+    if head {
+        return respond(len, range, None, None);
+    }
+    // The body's share of the budget, held until the response is written or abandoned.
+    let units = u32::try_from(len.max(1))
+        .unwrap_or(u32::MAX)
+        .min(shared.byte_budget);
+    let Ok(share) = Arc::clone(&shared.bytes).acquire_many_owned(units).await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+    };
+    respond(len, range, Some(body), Some(share))
+}
+
+/// The response for a chunk of `len` bytes (its `body`, or headers only), with the `Range`
+/// asked for.
+fn respond(
+    len: u64,
+    range: Option<&str>,
+    body: Option<Bytes>,
+    share: Option<OwnedSemaphorePermit>,
+) -> Reply {
     let part = span(range, len);
-    let (status, body) = match part {
-        Span::Whole => (StatusCode::OK, body),
-        Span::Part(start, end) => (
-            StatusCode::PARTIAL_CONTENT,
-            body.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(0)),
-        ),
+    let (status, sent) = match part {
+        Span::Whole => (StatusCode::OK, 0..len),
+        Span::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start..end),
         Span::Unsatisfiable => {
             let mut response = plain(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -240,15 +402,17 @@ async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response
             return response;
         }
     };
-    let mut response = Response::new(Full::new(if head { Bytes::new() } else { body.clone() }));
-    *response.status_mut() = status;
+    let bytes = body.map_or_else(Bytes::new, |body| {
+        body.slice(usize::try_from(sent.start).unwrap_or(0)..usize::try_from(sent.end).unwrap_or(0))
+    });
+    let mut response = reply(status, bytes, share);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(value) = HeaderValue::from_str(&body.len().to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&(sent.end - sent.start).to_string()) {
         headers.insert(header::CONTENT_LENGTH, value);
     }
     if let Span::Part(start, end) = part
@@ -264,21 +428,22 @@ async fn answer(store: &dyn ChunkStore, request: &Request<Incoming>) -> Response
     response
 }
 
-/// Chunk `digest` encoded as `wanted`.
+/// Chunk `digest` encoded as `wanted`, re-encoded (under the server's CPU limit) if the store
+/// keeps it otherwise.
 async fn chunk_in(
-    store: &dyn ChunkStore,
+    shared: &Shared,
     digest: &Digest,
     wanted: ChunkEncoding,
 ) -> Result<Bytes, StoreError> {
-    let chunk = store.get(digest).await?;
+    let chunk = shared.store.get(digest).await?;
     if chunk.encoding == wanted {
         return Ok(Bytes::from(chunk.bytes));
     }
-    let name = Arc::clone(store.name());
+    let name = Arc::clone(shared.store.name());
     let digest = *digest;
     // A chunk that does not decode is passed on as it is: the client's decoder then reports
     // it corrupt, which it is, instead of the server failing as if it were down.
-    let recode = move |chunk: EncodedChunk| match decode_chunk(&chunk, MAX_BLOB_SIZE) {
+    let recode = move || match decode_chunk(&chunk, MAX_BLOB_SIZE) {
         Ok(plaintext) => encode_chunk(&plaintext, wanted).map_err(|source| StoreError::Encode {
             store: name,
             digest: Hex(digest),
@@ -286,17 +451,14 @@ async fn chunk_in(
         }),
         Err(_) => Ok(chunk.bytes),
     };
-    let encoded = match tokio::task::spawn_blocking(move || recode(chunk)).await {
-        Ok(result) => result?,
-        Err(join) => {
-            return Err(StoreError::DecodeTask {
-                store: Arc::clone(store.name()),
-                digest: Hex(digest),
-                message: join.to_string(),
-            });
-        }
-    };
-    Ok(Bytes::from(encoded))
+    match shared.cpu.run(recode).await {
+        Ok(encoded) => Ok(Bytes::from(encoded?)),
+        Err(failure) => Err(StoreError::DecodeTask {
+            store: Arc::clone(shared.store.name()),
+            digest: Hex(digest),
+            message: failure.describe().to_owned(),
+        }),
+    }
 }
 
 /// Takes arbitrary bytes as a request (feature `testing`): the first line a path, the second a

@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use crate::blob::{MAX_BLOB_SIZE, decode_blob, encode_blob};
 use crate::casync_chunk::{decode_casync_chunk, encode_casync_chunk};
+use crate::cpu::CpuLimit;
 use crate::digest::Hex;
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{CodecError, Location, Result, StoreError};
@@ -94,7 +93,7 @@ const MAX_REJECTS: usize = 8;
 pub struct ChunkSource {
     store: Arc<dyn ChunkStore>,
     algorithm: DigestAlgorithm,
-    cpu: Arc<Semaphore>,
+    cpu: CpuLimit,
     key: Key,
 }
 
@@ -229,8 +228,7 @@ impl ChunkSource {
     /// per core.
     #[must_use]
     pub fn new(store: Arc<dyn ChunkStore>, algorithm: DigestAlgorithm) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Self::with_cpu_limit(store, algorithm, cores)
+        Self::with_cpu(store, algorithm, CpuLimit::per_core())
     }
 
     /// Like [`new`](ChunkSource::new), with at most `threads` decoding at once (at least 1).
@@ -240,12 +238,25 @@ impl ChunkSource {
         algorithm: DigestAlgorithm,
         threads: usize,
     ) -> Self {
+        Self::with_cpu(store, algorithm, CpuLimit::threads(threads))
+    }
+
+    /// Like [`new`](ChunkSource::new), decoding under `cpu`, a limit it may share with other
+    /// sources and with a chunk server.
+    #[must_use]
+    pub fn with_cpu(store: Arc<dyn ChunkStore>, algorithm: DigestAlgorithm, cpu: CpuLimit) -> Self {
         Self {
             store,
             algorithm,
-            cpu: Arc::new(Semaphore::new(threads.max(1))),
+            cpu,
             key: None,
         }
+    }
+
+    /// The limit this source decodes and encodes under.
+    #[must_use]
+    pub fn cpu_limit(&self) -> &CpuLimit {
+        &self.cpu
     }
 
     /// Chunks encrypted with `key`, as PBS's client encrypts them: reads decrypt (plain blobs
@@ -519,33 +530,17 @@ impl ChunkSource {
         Ok((digest, outcome))
     }
 
-    /// Runs CPU-heavy `work` on a blocking thread, at most `threads` at once; in place when not
-    /// inside a runtime.
+    /// Runs CPU-heavy `work` under this source's [`CpuLimit`].
     async fn on_cpu<T, F>(&self, digest: &Digest, work: F) -> Result<T>
     where
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return work();
-        }
-        let permit = Arc::clone(&self.cpu).acquire_owned().await.ok();
-        // The permit goes with the work and is released where it ends, not once this task is
-        // polled again: the next chunk's decoding starts at once.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .unwrap_or_else(|join| {
+        self.cpu.run(work).await.unwrap_or_else(|failure| {
             Err(StoreError::DecodeTask {
                 store: Arc::clone(self.store.name()),
                 digest: Hex(*digest),
-                message: if join.is_panic() {
-                    "the decoder panicked".to_owned()
-                } else {
-                    "the decoding task was cancelled".to_owned()
-                },
+                message: failure.describe().to_owned(),
             })
         })
     }

@@ -31,6 +31,24 @@ pub struct EncodedChunk {
     pub location: Location,
 }
 
+/// How a chunk is stored: its encoding and its length, as [`ChunkStore::stat`] tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ChunkStat {
+    /// How the stored bytes are encoded.
+    pub encoding: ChunkEncoding,
+    /// How many bytes are stored.
+    pub len: u64,
+}
+
+impl ChunkStat {
+    /// A chunk of `len` bytes stored in `encoding`.
+    #[must_use]
+    pub fn new(encoding: ChunkEncoding, len: u64) -> Self {
+        Self { encoding, len }
+    }
+}
+
 /// What a `put` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PutOutcome {
@@ -101,6 +119,17 @@ pub trait ChunkStore: Send + Sync + fmt::Debug {
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         let _ = limit;
         self.get(digest).await
+    }
+
+    /// How chunk `digest` is stored, without reading it where the store can tell otherwise (a
+    /// file's length, an object's `HEAD`): what a server answers a `HEAD` request with. The
+    /// default reads the chunk.
+    ///
+    /// # Errors
+    /// As [`get`](ChunkStore::get).
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        let chunk = self.get(digest).await?;
+        Ok(ChunkStat::new(chunk.encoding, chunk.bytes.len() as u64))
     }
 
     /// The store's blocking read path, if its chunks are local files or memory:

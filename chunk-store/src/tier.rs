@@ -17,7 +17,7 @@ use crate::castr::CastrStore;
 use crate::digest::Digest;
 use crate::error::{Location, Result, StoreError};
 use crate::pbs::{PbsDatastore, blocking};
-use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
+use crate::store::{ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 use crate::turns::Turns;
 
 /// The file that marks a folder as a disk tier of cairn's. [`DiskTier::open`] writes it into the
@@ -622,6 +622,16 @@ impl ChunkStore for DiskTier {
             .turns
             .run(digest, self.inner.get(digest, Some(limit)))
             .await
+    }
+
+    /// The folder's copy if there is one, else the origin's.
+    async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {
+        if let Some(local) = self.inner.local()
+            && let Ok(stat) = local.store().stat(digest).await
+        {
+            return Ok(stat);
+        }
+        self.inner.origin.stat(digest).await
     }
 
     async fn put(&self, digest: &Digest, encoded: Vec<u8>) -> Result<PutOutcome> {

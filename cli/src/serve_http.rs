@@ -18,10 +18,15 @@ pub(crate) struct ServeHttpArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
+    /// Close a connection whose response makes no progress for this long: its client stopped
+    /// reading (responses hold at most 256 MiB of chunks at once, across connections).
+    #[arg(long, value_name = "DURATION", value_parser = crate::backup::parse_duration, default_value = "30s")]
+    write_timeout: std::time::Duration,
 }
 
 /// Runs `cairn serve-http`.
 pub(crate) async fn run(args: &ServeHttpArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
+    crate::serve_nbd::install_logging(false, quiet);
     let store = args.store.open()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -37,6 +42,7 @@ pub(crate) async fn run(args: &ServeHttpArgs, quiet: bool, stop: &Stop) -> Resul
     }
     let mut options = ServeOptions::default();
     options.max_connections = args.max_connections;
+    options.write_timeout = args.write_timeout;
     serve_http(listener, store, options, stop.token().cancelled())
         .await
         .map_err(|e| Failure::data(format!("serving on {bound}: {e}")))

@@ -69,7 +69,9 @@ pub(crate) fn export_name(path: &Path) -> String {
     name
 }
 
-fn install_logging(verbose: bool, quiet: bool) {
+/// Log lines of a server (connections, chunks that cannot be served) on stderr: every
+/// connection if `verbose`, only errors if `quiet`, else warnings.
+pub(crate) fn install_logging(verbose: bool, quiet: bool) {
     let level = if verbose {
         tracing::Level::INFO
     } else if quiet {
