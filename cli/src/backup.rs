@@ -8,7 +8,7 @@ use cairn_index::PbsChunker;
 use indicatif::ProgressBar;
 
 use crate::Failure;
-use crate::interrupt::Stop;
+use crate::interrupt::{Stop, unless_stopped};
 use crate::progress;
 use crate::store::StoreArgs;
 
@@ -162,8 +162,15 @@ pub(crate) async fn backup(
     bar: &ProgressBar,
     stop: &Stop,
 ) -> Result<Summary, Failure> {
-    let file = std::fs::File::open(input)
-        .map_err(|e| Failure::data(format!("{}: cannot read: {e}", input.display())))?;
+    // A FIFO waits for its writer: off this thread, so that a signal ends the wait.
+    let file = {
+        let input = input.to_path_buf();
+        unless_stopped(stop, "nothing was written", move || {
+            std::fs::File::open(&input)
+                .map_err(|e| Failure::data(format!("{}: cannot read: {e}", input.display())))
+        })
+        .await?
+    };
     let progress = |bytes| bar.inc(bytes);
     let done = cairn_backup::backup_source(
         source,
@@ -190,6 +197,7 @@ pub(crate) async fn run(args: &BackupArgs, quiet: bool, stop: &Stop) -> Result<(
     layout
         .check()
         .map_err(|error| Failure::usage(crate::chain(&error)))?;
+    args.store.load_key(stop).await?;
     if args.store.key()?.is_some() && args.format == Format::Caibx {
         return Err(Failure::usage(
             "--keyfile encrypts PBS backups (fidx, didx); casync has no encrypted format",

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use cairn_chunk_store::rfc3339_utc as rfc3339;
 
 use crate::Failure;
+use crate::interrupt::{Stop, unless_stopped};
 
 /// Arguments of `cairn info`.
 #[derive(Debug, clap::Args)]
@@ -200,16 +201,24 @@ fn text(value: &Value) -> String {
     out
 }
 
-/// Runs `cairn info`.
-pub(crate) fn run(args: &InfoArgs) -> Result<(), Failure> {
-    // Open without the checksum check so a mismatch is reported, not just refused.
-    let options = OpenOptions::new().verify_checksum(false);
-    let index = Index::open_with(&args.index, &options).map_err(Failure::error)?;
-    let checksum_ok = index.checksum_matches();
-    let summary = summarise(index.as_dyn());
-    let mut value = report(&index, &summary, checksum_ok);
-    if let Some(path) = &args.keyfile {
-        let key = crate::key::load_key(path)?;
+/// Runs `cairn info`. The index is read and summed up off the command's thread: a FIFO or a
+/// stalled pipe given as INDEX waits there, and the first signal ends the command.
+pub(crate) async fn run(args: &InfoArgs, stop: &Stop) -> Result<(), Failure> {
+    let path = args.index.clone();
+    let (mut value, checksum_ok) = unless_stopped(stop, "nothing was shown", move || {
+        // Open without the checksum check so a mismatch is reported, not just refused.
+        let options = OpenOptions::new().verify_checksum(false);
+        let index = Index::open_with(&path, &options).map_err(Failure::error)?;
+        let checksum_ok = index.checksum_matches();
+        let summary = summarise(index.as_dyn());
+        Ok((report(&index, &summary, checksum_ok), checksum_ok))
+    })
+    .await?;
+    if let Some(path) = args.keyfile.clone() {
+        let key = unless_stopped(stop, "nothing was shown", move || {
+            crate::key::load_key(&path)
+        })
+        .await?;
         value["digest"] = Value::String(key.digest_algorithm().name().to_owned());
         value["key_fingerprint"] = Value::String(key.fingerprint().to_string());
     }

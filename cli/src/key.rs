@@ -9,6 +9,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::Failure;
+use crate::interrupt::{Stop, unless_stopped};
 
 /// The environment variable PBS's client reads a key's passphrase from.
 const PASSPHRASE_VARIABLE: &str = "PBS_ENCRYPTION_PASSWORD";
@@ -59,7 +60,9 @@ fn passphrase(for_what: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>, Failu
     Ok(first)
 }
 
-/// One line read from the terminal with echo off.
+/// One line read from the terminal with echo off. The terminal is put back as it was however
+/// this ends, and a signal (SIGINT from Ctrl-C, SIGTERM, SIGHUP) ends the wait: the process
+/// hears it on another thread, and the wait here looks every 100 ms.
 fn ask(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let no_terminal = || {
         Failure::usage(format!(
@@ -75,16 +78,62 @@ fn ask(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let mut quiet = saved.clone();
     quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
     let _ = rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &quiet);
+    let restore = EchoBack { tty: &tty, saved };
     let mut out = &tty;
     let _ = out.write_all(prompt.as_bytes());
+    wait_for_line(&tty)?;
     let mut line = Zeroizing::new(String::new());
     let read = std::io::BufReader::new(&tty).read_line(&mut line);
-    let _ = rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &saved);
-    let _ = out.write_all(b"\n");
+    drop(restore);
     read.map_err(|e| Failure::data(format!("cannot read the passphrase: {e}")))?;
     Ok(Zeroizing::new(
         line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
     ))
+}
+
+/// Waits until the terminal has a whole line (or its end) to read, or a signal asks to stop.
+fn wait_for_line(tty: &std::fs::File) -> Result<(), Failure> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let step = Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    loop {
+        if crate::interrupt::stopped() {
+            return Err(Failure::interrupted(
+                "no passphrase was given; nothing was written",
+            ));
+        }
+        let mut fds = [PollFd::new(tty, PollFlags::IN)];
+        match poll(&mut fds, Some(&step)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                return Err(Failure::data(format!(
+                    "cannot read the passphrase: {}",
+                    std::io::Error::from(e)
+                )));
+            }
+        }
+    }
+}
+
+/// Puts the terminal's modes back (echo on) when dropped, and ends the prompt's line.
+struct EchoBack<'a> {
+    tty: &'a std::fs::File,
+    saved: rustix::termios::Termios,
+}
+
+impl Drop for EchoBack<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            self.tty,
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+        let mut out = self.tty;
+        let _ = out.write_all(b"\n");
+    }
 }
 
 /// The key in the key file at `path`, opened with its passphrase if it has one.
@@ -102,7 +151,7 @@ pub(crate) fn load_key(path: &Path) -> Result<Arc<CryptKey>, Failure> {
 }
 
 /// Runs `cairn key`.
-pub(crate) fn run(args: &KeyArgs, quiet: bool) -> Result<(), Failure> {
+pub(crate) async fn run(args: &KeyArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
     match &args.command {
         KeyCommand::Create { kdf, file } => {
             if file.exists() {
@@ -138,7 +187,12 @@ pub(crate) fn run(args: &KeyArgs, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         KeyCommand::Show { json, file } => {
-            let key_file = KeyFile::load(file).map_err(|e| Failure::error(e).context(file))?;
+            // A FIFO may wait for ever for its writer: off this thread.
+            let path = file.clone();
+            let key_file = unless_stopped(stop, "nothing was shown", move || {
+                KeyFile::load(&path).map_err(|e| Failure::error(e).context(&path))
+            })
+            .await?;
             let fingerprint = key_file.fingerprint().map(|f| f.to_string());
             if *json {
                 let value = json!({

@@ -1,8 +1,8 @@
 //! The `cairn` command.
 //!
 //! Exit codes: 0 ok, 1 a data or verification error (one line on stderr naming the file, the
-//! chunk and the offset), 2 a usage error, 130 / 143 stopped by SIGINT / SIGTERM (one line; the
-//! run's temporary files removed).
+//! chunk and the offset), 2 a usage error, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP
+//! (one line; the run's temporary files removed).
 
 mod backup;
 mod demo;
@@ -123,10 +123,10 @@ async fn run(command: &Command, quiet: bool, stop: &Stop) -> Result<(), Failure>
         Command::Backup(args) => backup::run(args, quiet, stop).await,
         Command::Restore(args) => restore::run_restore(args, quiet, stop).await,
         Command::Cat(args) => restore::run_cat(args, quiet, stop).await,
-        Command::Read(args) => restore::run_read(args).await,
+        Command::Read(args) => restore::run_read(args, stop).await,
         Command::Verify(args) => verify::run(args, quiet, stop).await,
-        Command::Info(args) => info::run(args),
-        Command::Key(args) => key::run(args, quiet),
+        Command::Info(args) => info::run(args, stop).await,
+        Command::Key(args) => key::run(args, quiet, stop).await,
         Command::ServeNbd(args) => serve_nbd::run(args, quiet, stop).await,
         Command::ServeHttp(args) => serve_http::run(args, quiet, stop).await,
         Command::Demo(args) => demo::run(args, quiet, stop).await,

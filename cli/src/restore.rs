@@ -16,13 +16,15 @@ use crate::interrupt::Stop;
 use crate::progress;
 use crate::store::StoreArgs;
 
-/// Opens `index` over `store` as a reader.
+/// Opens `index` over `store` as a reader (its key first, if it has one).
 pub(crate) async fn open_reader(
     store: &StoreArgs,
     index: &Path,
     options: ReaderOptions,
+    stop: &Stop,
 ) -> Result<ChunkReader, Failure> {
-    let index: Arc<dyn ChunkIndex> = Arc::new(store.open_index(index).await?);
+    store.load_key(stop).await?;
+    let index: Arc<dyn ChunkIndex> = Arc::new(store.open_index(index, stop).await?);
     let source = store.source(store.open()?, index.digest_algorithm())?;
     let cache = chunk_cache(options.cache_bytes);
     Ok(ChunkReader::with_source(index, source, cache, options))
@@ -107,6 +109,7 @@ pub(crate) async fn run_restore(
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
+        stop,
     )
     .await?;
     let bar = progress::bytes(reader.image_size(), "restore", quiet);
@@ -146,6 +149,7 @@ pub(crate) async fn run_cat(args: &CatArgs, quiet: bool, stop: &Stop) -> Result<
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
+        stop,
     )
     .await?;
     let bar = progress::bytes(reader.image_size(), "cat", quiet);
@@ -163,12 +167,13 @@ pub(crate) async fn run_cat(args: &CatArgs, quiet: bool, stop: &Stop) -> Result<
     Ok(())
 }
 
-/// Runs `cairn read`.
-pub(crate) async fn run_read(args: &ReadArgs) -> Result<(), Failure> {
+/// Runs `cairn read`: stops at the first signal, between two reads or inside one.
+pub(crate) async fn run_read(args: &ReadArgs, stop: &Stop) -> Result<(), Failure> {
     let reader = open_reader(
         &args.store,
         &args.index,
         ReaderOptions::default().cache_bytes(args.cache_size),
+        stop,
     )
     .await?;
     let mut stdout = tokio::io::stdout();
@@ -178,16 +183,26 @@ pub(crate) async fn run_read(args: &ReadArgs) -> Result<(), Failure> {
         .min(reader.image_size());
     let mut at = args.offset;
     let mut buf = vec![0u8; 4 << 20];
+    let interrupted = |at: u64| {
+        Failure::interrupted(format!(
+            "standard output got {} of the {} bytes asked for",
+            at - args.offset,
+            end.saturating_sub(args.offset)
+        ))
+    };
     while at < end {
         let want = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
-        let read = reader
-            .read_at(&mut buf[..want], at)
-            .await
-            .map_err(Failure::error)?;
+        let read = tokio::select! {
+            read = reader.read_at(&mut buf[..want], at) => read.map_err(Failure::error)?,
+            () = stop.token().cancelled() => return Err(interrupted(at)),
+        };
         if read == 0 {
             break;
         }
-        stdout.write_all(&buf[..read]).await.map_err(stdout_error)?;
+        tokio::select! {
+            written = stdout.write_all(&buf[..read]) => written.map_err(stdout_error)?,
+            () = stop.token().cancelled() => return Err(interrupted(at)),
+        }
         at += read as u64;
     }
     stdout.flush().await.map_err(stdout_error)

@@ -95,6 +95,7 @@ pub(crate) async fn run(args: &ServeNbdArgs, quiet: bool, stop: &Stop) -> Result
         ));
     }
     install_logging(args.verbose, quiet);
+    args.store.load_key(stop).await?;
     let store = args.store.open()?;
     let cache = chunk_cache(args.cache_size);
     let options = ReaderOptions::default().cache_bytes(args.cache_size);
@@ -102,7 +103,7 @@ pub(crate) async fn run(args: &ServeNbdArgs, quiet: bool, stop: &Stop) -> Result
     for path in &args.indexes {
         let index: Arc<dyn ChunkIndex> = Arc::new(
             args.store
-                .open_index(path)
+                .open_index(path, stop)
                 .await
                 .map_err(|e| e.context(path))?,
         );

@@ -14,6 +14,7 @@ use cairn_index::{Index, IndexBytes, MAX_INDEX_SIZE, OpenOptions, Origin};
 
 use crate::Failure;
 use crate::backup::parse_size;
+use crate::interrupt::{Stop, unless_stopped};
 
 /// A store named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +96,24 @@ pub(crate) struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// Opens the `--keyfile` key (and asks its passphrase) off the command's thread, so that a
+    /// signal ends a prompt or a key file that never arrives (a FIFO); [`key`](Self::key)
+    /// gives it after.
+    pub(crate) async fn load_key(&self, stop: &Stop) -> Result<(), Failure> {
+        let Some(path) = self.keyfile.clone() else {
+            return Ok(());
+        };
+        if self.key.get().is_some() {
+            return Ok(());
+        }
+        let key = unless_stopped(stop, "no key was opened; nothing was written", move || {
+            crate::key::load_key(&path)
+        })
+        .await?;
+        let _ = self.key.set(key);
+        Ok(())
+    }
+
     /// The `--keyfile` key, opened (and its passphrase asked) once.
     pub(crate) fn key(&self) -> Result<Option<Arc<CryptKey>>, Failure> {
         let Some(path) = &self.keyfile else {
@@ -230,7 +249,7 @@ impl StoreArgs {
     /// checked as it arrives ([`IndexBytes`]): something that is no index is refused from its
     /// first bytes, and nothing over what its header allows (or over
     /// [`MAX_INDEX_SIZE`](cairn_index::MAX_INDEX_SIZE)) is read.
-    pub(crate) async fn open_index(&self, path: &Path) -> Result<Index, Failure> {
+    pub(crate) async fn open_index(&self, path: &Path, stop: &Stop) -> Result<Index, Failure> {
         let text = path.to_string_lossy();
         let body = if let Some(rest) = text.strip_prefix("s3://") {
             let Some((bucket, key)) = rest
@@ -259,7 +278,12 @@ impl StoreArgs {
                 .await
                 .map_err(Failure::error)?
         } else {
-            return Index::open(path).map_err(Failure::error);
+            // A FIFO or a pipe (`/dev/stdin`) may wait for ever for its writer.
+            let path = path.to_path_buf();
+            return unless_stopped(stop, "nothing was written", move || {
+                Index::open(&path).map_err(Failure::error)
+            })
+            .await;
         };
         let mut body = body.ok_or_else(|| Failure::data(format!("{text}: no such index")))?;
         let mut bytes = IndexBytes::new(Origin::file(path));

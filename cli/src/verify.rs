@@ -57,10 +57,11 @@ struct Checked {
 
 /// Runs `cairn verify`.
 pub(crate) async fn run(args: &VerifyArgs, quiet: bool, stop: &Stop) -> Result<(), Failure> {
+    args.store.load_key(stop).await?;
     let store = args.store.open()?;
     let mut checked = Vec::new();
     for path in &args.indexes {
-        let index = args.store.open_index(path).await?;
+        let index = args.store.open_index(path, stop).await?;
         let bar = progress::bytes(index.image_size(), "verify", quiet || args.json);
         let progress = |bytes| bar.inc(bytes);
         let options = VerifyOptions::default().concurrency(VERIFY_CONCURRENCY);

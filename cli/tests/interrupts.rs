@@ -231,3 +231,259 @@ fn cat_and_restore_into_a_stalled_reader_stop_on_a_signal() {
     assert!(reader.join().unwrap() == data[..4096]);
     assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
 }
+
+/// `child`, blocked for half a second, gets `signal` and must exit with `code` at once (within
+/// 3 s), saying `words` in one line.
+fn stops_while_blocked(child: Child, signal: Signal, code: i32, words: &str) {
+    let mut child = child;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "cairn finished before the signal: {:?}",
+        finish(child)
+    );
+    send(&child, signal);
+    let started = Instant::now();
+    let (exit, stderr) = finish(child);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?} to stop: {stderr}",
+        started.elapsed()
+    );
+    assert_eq!(exit, Some(code), "{stderr}");
+    assert_one_line(&stderr, words);
+}
+
+#[test]
+fn signals_are_heard_while_cairn_waits_on_a_fifo_or_a_stalled_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2 << 20);
+    let (store, index) = backed_up(dir.path(), "image", &data);
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let output = dir.path().join("out.img");
+    let spawn = |args: &[&str]| {
+        cairn_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A FIFO as backup INPUT, no writer yet.
+    let new_index = dir.path().join("new.fidx");
+    let child = spawn(&[
+        "backup",
+        "-q",
+        "--store",
+        s(&store),
+        s(&fifo),
+        s(&new_index),
+    ]);
+    stops_while_blocked(
+        child,
+        Signal::TERM,
+        143,
+        "interrupted by SIGTERM: nothing was written",
+    );
+    assert!(!new_index.exists());
+    // A FIFO as INDEX, for restore, verify and info.
+    let child = spawn(&["restore", "-q", "--store", s(&store), s(&fifo), s(&output)]);
+    stops_while_blocked(
+        child,
+        Signal::INT,
+        130,
+        "interrupted by SIGINT: nothing was written",
+    );
+    let child = spawn(&["verify", "--store", s(&store), s(&fifo)]);
+    stops_while_blocked(
+        child,
+        Signal::HUP,
+        129,
+        "interrupted by SIGHUP: nothing was written",
+    );
+    let child = spawn(&["info", s(&fifo)]);
+    stops_while_blocked(
+        child,
+        Signal::INT,
+        130,
+        "interrupted by SIGINT: nothing was shown",
+    );
+    // `… | cairn restore --store ds /dev/stdin out` with a producer that stalled: half an
+    // index, then nothing.
+    for command in ["restore", "info"] {
+        let mut args = vec![command];
+        if command == "restore" {
+            args.extend(["--store", s(&store), "/dev/stdin", s(&output)]);
+        } else {
+            args.push("/dev/stdin");
+        }
+        let mut child = cairn_command(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut producer = child.stdin.take().unwrap();
+        producer
+            .write_all(&std::fs::read(&index).unwrap()[..2000])
+            .unwrap();
+        stops_while_blocked(child, Signal::TERM, 143, "interrupted by SIGTERM");
+        drop(producer);
+    }
+    assert!(!output.exists());
+    assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn read_stops_on_the_first_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(32 << 20);
+    let (store, index) = backed_up(dir.path(), "image", &data);
+    // 32 MiB into a pipe nobody reads: it fills the pipe and waits.
+    let child = cairn_command(&[
+        "read",
+        "--store",
+        s(&store),
+        s(&index),
+        "--offset",
+        "0",
+        "--length",
+        "32M",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    stops_while_blocked(
+        child,
+        Signal::TERM,
+        143,
+        "interrupted by SIGTERM: standard output got",
+    );
+}
+
+#[test]
+fn sighup_stops_a_restore_like_sigterm_leaving_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(128 << 20);
+    let (store, index) = backed_up(dir.path(), "image", &data);
+    drop(data);
+    let output = dir.path().join("restored.img");
+    let mut child = cairn_command(&["restore", "--store", s(&store), s(&index), s(&output)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    when(&mut child, "the temporary image appeared", || {
+        names(dir.path()).iter().any(|n| n.ends_with(".tmp"))
+    });
+    interrupt_frozen(&child, Signal::HUP);
+    let (exit, stderr) = finish(child);
+    assert_eq!(exit, Some(129), "{stderr}");
+    assert_one_line(
+        &stderr,
+        "interrupted by SIGHUP: the unfinished image was removed",
+    );
+    assert!(!output.exists());
+    assert_eq!(temporaries(dir.path()), Vec::<PathBuf>::new());
+}
+
+/// Runs `cairn ARGS` on a new terminal (a pty, through Python's `pty`), waits for its
+/// passphrase prompt, types Ctrl-C, and reports as JSON-ish lines: whether echo was off at the
+/// prompt, the exit status (or none after 5 s), and whether echo is on again.
+const AT_THE_PROMPT: &str = r#"
+import json, os, pty, select, sys, termios, time
+binary, args = sys.argv[1], sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ.pop("PBS_ENCRYPTION_PASSWORD", None)
+    os.execv(binary, [binary] + args)
+out, deadline = b"", time.time() + 20
+while b"Passphrase" not in out and time.time() < deadline:
+    if select.select([fd], [], [], 0.1)[0]:
+        out += os.read(fd, 1024)
+echo_at_prompt = bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+os.write(fd, b"\x03")
+status, started = None, time.time()
+while time.time() - started < 5:
+    done, raw = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = os.waitstatus_to_exitcode(raw)
+        break
+    if select.select([fd], [], [], 0.05)[0]:
+        try:
+            out += os.read(fd, 1024)
+        except OSError:
+            pass
+echo_after = bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+if status is None:
+    os.kill(pid, 9)
+print(json.dumps({"prompted": b"Passphrase" in out, "echo_at_prompt": echo_at_prompt,
+                  "status": status, "echo_after": echo_after, "said": out.decode(errors="replace")}))
+"#;
+
+#[test]
+fn ctrl_c_at_the_passphrase_prompt_exits_130_with_the_terminal_as_it_was() {
+    let Some(python) = tool("python3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(1 << 20);
+    let (store, index) = backed_up(dir.path(), "image", &data);
+    let existing = dir.path().join("protected.key");
+    ok(
+        &cairn_command(&["key", "create", "--kdf", "pbkdf2", s(&existing)])
+            .env("PBS_ENCRYPTION_PASSWORD", "correct horse")
+            .output()
+            .unwrap(),
+    );
+    let new_key = dir.path().join("new.key");
+    let output = dir.path().join("out.img");
+    for args in [
+        vec!["key", "create", "--kdf", "scrypt", s(&new_key)],
+        vec![
+            "restore",
+            "--store",
+            s(&store),
+            "--keyfile",
+            s(&existing),
+            s(&index),
+            s(&output),
+        ],
+    ] {
+        let out = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(AT_THE_PROMPT)
+            .arg(binary())
+            .args(&args)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            report
+                .split(&format!("\"{name}\": "))
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(field("prompted"), "true", "{args:?}: {report}");
+        assert_eq!(field("echo_at_prompt"), "false", "{args:?}: {report}");
+        assert_eq!(
+            field("status"),
+            "130",
+            "{args:?}: Ctrl-C was not heard: {report}"
+        );
+        assert_eq!(
+            field("echo_after"),
+            "true",
+            "{args:?}: echo left off: {report}"
+        );
+        assert!(
+            report.contains("interrupted by SIGINT"),
+            "{args:?}: {report}"
+        );
+    }
+    assert!(!new_key.exists());
+    assert!(!output.exists());
+}
