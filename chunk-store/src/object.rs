@@ -460,9 +460,45 @@ impl ObjectBody {
 }
 
 /// Implements [`ChunkStore`](crate::ChunkStore) for a store whose `chunks` field is an
-/// `Arc<ObjectChunks>`: every remote store behaves the same way.
+/// `Arc<ObjectChunks>`, and gives it the reads of other objects: every remote store behaves the
+/// same way.
 macro_rules! object_chunk_store {
     ($store:ty) => {
+        impl $store {
+            /// The object at `relative` (below the store's prefix or URL): its bytes, or `None`
+            /// if there is none. Refused if it is over `limit` bytes: from its announced length
+            /// before any of it is read, or as soon as more arrives; the bytes are read once,
+            /// into a buffer of the announced length.
+            ///
+            /// # Errors
+            /// [`StoreError::Oversized`](crate::StoreError::Oversized),
+            /// [`StoreError::Denied`](crate::StoreError::Denied) or
+            /// [`StoreError::Unavailable`](crate::StoreError::Unavailable), naming the bucket
+            /// and key or the URL.
+            pub async fn read_object(
+                &self,
+                relative: &str,
+                limit: u64,
+            ) -> $crate::error::Result<Option<Vec<u8>>> {
+                self.chunks.read_object(relative, limit).await
+            }
+
+            /// The object at `relative` as it arrives (for a caller that checks it piece by
+            /// piece, as an index is checked), or `None` if there is none; `what` names it in
+            /// the error for a body over `limit`.
+            ///
+            /// # Errors
+            /// As [`read_object`](Self::read_object); the body's pieces fail the same way.
+            pub async fn open_object(
+                &self,
+                relative: &str,
+                limit: u64,
+                what: &'static str,
+            ) -> $crate::error::Result<Option<$crate::object::ObjectBody>> {
+                self.chunks.open_object(relative, limit, what).await
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::ChunkStore for $store {
             fn name(&self) -> &std::sync::Arc<str> {

@@ -14,8 +14,7 @@ use object_store::aws::AmazonS3Builder;
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::object::{
-    ObjectBody, ObjectChunks, ObjectLayout, install_crypto_provider, object_chunk_store,
-    retry_config,
+    ObjectChunks, ObjectLayout, install_crypto_provider, object_chunk_store, retry_config,
 };
 
 /// How to reach the service. Unset fields come from the standard AWS variables
@@ -187,33 +186,6 @@ impl S3Store {
     #[must_use]
     pub fn chunk_key(&self, digest: &Digest) -> String {
         self.chunks.chunk_key(self.layout, digest)
-    }
-
-    /// The object at `relative` (below the store's prefix or URL): its bytes, or `None` if
-    /// there is none. Refused if it is over `limit` bytes: from its announced length before any
-    /// of it is read, or as soon as more arrives; the bytes are read once, into a buffer of the
-    /// announced length.
-    ///
-    /// # Errors
-    /// [`StoreError::Oversized`], [`StoreError::Denied`] or [`StoreError::Unavailable`] naming
-    /// the bucket and key.
-    pub async fn read_object(&self, relative: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        self.chunks.read_object(relative, limit).await
-    }
-
-    /// The object at `relative` as it arrives (for a caller that checks it piece by piece, as
-    /// an index is checked), or `None` if there is none; `what` names it in the error for a
-    /// body over `limit`.
-    ///
-    /// # Errors
-    /// As [`read_object`](Self::read_object); the body's pieces fail the same way.
-    pub async fn open_object(
-        &self,
-        relative: &str,
-        limit: u64,
-        what: &'static str,
-    ) -> Result<Option<ObjectBody>> {
-        self.chunks.open_object(relative, limit, what).await
     }
 
     /// Writes `bytes` to the object at `relative` (below the prefix), replacing it.

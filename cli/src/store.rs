@@ -248,7 +248,7 @@ impl StoreArgs {
     /// command's S3 options), so a PBS 4 snapshot restores straight from its bucket. Either is
     /// checked as it arrives ([`IndexBytes`]): something that is no index is refused from its
     /// first bytes, and nothing over what its header allows (or over
-    /// [`MAX_INDEX_SIZE`](cairn_index::MAX_INDEX_SIZE)) is read.
+    /// [`MAX_INDEX_SIZE`]) is read.
     pub(crate) async fn open_index(&self, path: &Path, stop: &Stop) -> Result<Index, Failure> {
         let text = path.to_string_lossy();
         let body = if let Some(rest) = text.strip_prefix("s3://") {

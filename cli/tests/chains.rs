@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 
 /// Every chunk file of the PBS datastore at `store`, sorted.
@@ -113,30 +115,37 @@ fn a_chain_reads_each_chunk_from_the_first_store_that_has_it_and_warns_of_bad_co
     assert!(std::fs::read(dir.path().join("new.out")).unwrap() == std::fs::read(&input).unwrap());
 }
 
+/// `cairn restore -q --store STORE --disk-cache CACHE INDEX OUTPUT`, which must succeed and
+/// give `data`; its stderr.
+fn restore_through(cache: &Path, store: &Path, index: &Path, output: &Path, data: &[u8]) -> String {
+    let out = cairn(&[
+        "restore",
+        "-q",
+        "--store",
+        s(store),
+        "--disk-cache",
+        s(cache),
+        "--disk-cache-size",
+        "64MiB",
+        s(index),
+        s(output),
+    ]);
+    ok(&out);
+    assert!(
+        std::fs::read(output).unwrap() == data,
+        "{} differs",
+        output.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn the_disk_cache_fills_from_the_store_serves_next_time_and_shrugs_off_damage() {
     let dir = tempfile::tempdir().unwrap();
     let data = mixed_image(6);
     let (store, index) = backed_up(dir.path(), "disk", &data);
     let cache = dir.path().join("cache");
-    let read = |name: &str| {
-        let output = dir.path().join(name);
-        let out = cairn(&[
-            "restore",
-            "-q",
-            "--store",
-            s(&store),
-            "--disk-cache",
-            s(&cache),
-            "--disk-cache-size",
-            "64MiB",
-            s(&index),
-            s(&output),
-        ]);
-        ok(&out);
-        assert!(std::fs::read(&output).unwrap() == data, "{name} differs");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let read = |name: &str| restore_through(&cache, &store, &index, &dir.path().join(name), &data);
     read("first.img");
     let cached = chunk_files(&cache);
     assert_eq!(
@@ -310,22 +319,8 @@ fn a_disk_cache_in_use_is_shared_one_process_fills_it() {
     let data = mixed_image(2);
     let (store, index) = backed_up(dir.path(), "disk", &data);
     let cache = dir.path().join("cache");
-    let restore_through_cache = |name: &str| {
-        let output = dir.path().join(name);
-        let out = cairn(&[
-            "restore",
-            "-q",
-            "--store",
-            s(&store),
-            "--disk-cache",
-            s(&cache),
-            s(&index),
-            s(&output),
-        ]);
-        ok(&out);
-        assert!(std::fs::read(&output).unwrap() == data, "{name} differs");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let restore_through_cache =
+        |name: &str| restore_through(&cache, &store, &index, &dir.path().join(name), &data);
     // A server holds the cache while it runs.
     let mut server = cairn_command(&[
         "serve-http",

@@ -65,18 +65,7 @@ fn casync_stores_restore_over_http_and_backups_to_http_are_refused() {
     let store = dir.path().join("web/default.castr");
     std::fs::create_dir_all(&store).unwrap();
     let index = dir.path().join("disk.caibx");
-    let made = Command::new(&casync)
-        .arg("make")
-        .arg(format!("--store={}", s(&store)))
-        .arg(&index)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    casync_make(&casync, &store, &index, &input);
 
     let (_server, port) = serve(&python, &dir.path().join("web"));
     let url = format!("http://127.0.0.1:{port}/default.castr");
@@ -109,14 +98,7 @@ fn casync_stores_restore_over_http_and_backups_to_http_are_refused() {
     std::fs::write(&other, random_bytes(300_000)).unwrap();
     let other_store = dir.path().join("other.castr");
     let other_index = dir.path().join("other.caibx");
-    let made = Command::new(&casync)
-        .arg("make")
-        .arg(format!("--store={}", s(&other_store)))
-        .arg(&other_index)
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    casync_make(&casync, &other_store, &other_index, &other);
     let missing = dir.path().join("missing.img");
     let out = cairn(&[
         "restore",

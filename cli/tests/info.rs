@@ -118,7 +118,7 @@ fn casync_binary() -> Option<PathBuf> {
     found
 }
 
-fn casync_make(casync: &Path, dir: &Path, args: &[&str], name: &str, data: &[u8]) -> PathBuf {
+fn casync_index(casync: &Path, dir: &Path, args: &[&str], name: &str, data: &[u8]) -> PathBuf {
     let input = dir.join(format!("{name}.raw"));
     std::fs::write(&input, data).unwrap();
     let index = dir.join(format!("{name}.caibx"));
@@ -150,7 +150,7 @@ fn info_on_casync_output() {
         (&[][..], "sha512-256"),
         (&["--digest=sha256"][..], "sha256"),
     ] {
-        let index = casync_make(&casync, dir.path(), args, digest, &data);
+        let index = casync_index(&casync, dir.path(), args, digest, &data);
         let output = cairn(&["info", "--json", index.to_str().unwrap()]);
         assert!(
             output.status.success(),

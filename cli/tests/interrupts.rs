@@ -133,23 +133,29 @@ fn backup_stops_on_sigint_and_sigterm_leaving_no_index_and_no_temporary() {
     }
 }
 
-#[test]
-fn restore_into_an_existing_file_stops_on_sigint_and_leaves_it_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
+/// A restore of a 128 MiB image to `output` in `dir`, given `signal` once its temporary has
+/// appeared: its exit code and stderr.
+fn interrupted_restore(dir: &Path, output: &Path, signal: Signal) -> (Option<i32>, String) {
     let data = random_bytes(128 << 20);
-    let (store, index) = backed_up(dir.path(), "image", &data);
+    let (store, index) = backed_up(dir, "image", &data);
     drop(data);
-    let output = dir.path().join("existing.img");
-    std::fs::write(&output, b"the old contents").unwrap();
-    let mut child = cairn_command(&["restore", "--store", s(&store), s(&index), s(&output)])
+    let mut child = cairn_command(&["restore", "--store", s(&store), s(&index), s(output)])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     when(&mut child, "the temporary image appeared", || {
-        names(dir.path()).iter().any(|n| n.ends_with(".tmp"))
+        names(dir).iter().any(|n| n.ends_with(".tmp"))
     });
-    interrupt_frozen(&child, Signal::INT);
-    let (exit, stderr) = finish(child);
+    interrupt_frozen(&child, signal);
+    finish(child)
+}
+
+#[test]
+fn restore_into_an_existing_file_stops_on_sigint_and_leaves_it_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("existing.img");
+    std::fs::write(&output, b"the old contents").unwrap();
+    let (exit, stderr) = interrupted_restore(dir.path(), &output, Signal::INT);
     assert_eq!(exit, Some(130), "{stderr}");
     assert_one_line(
         &stderr,
@@ -365,19 +371,8 @@ fn read_stops_on_the_first_signal() {
 #[test]
 fn sighup_stops_a_restore_like_sigterm_leaving_no_temporary() {
     let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(128 << 20);
-    let (store, index) = backed_up(dir.path(), "image", &data);
-    drop(data);
     let output = dir.path().join("restored.img");
-    let mut child = cairn_command(&["restore", "--store", s(&store), s(&index), s(&output)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    when(&mut child, "the temporary image appeared", || {
-        names(dir.path()).iter().any(|n| n.ends_with(".tmp"))
-    });
-    interrupt_frozen(&child, Signal::HUP);
-    let (exit, stderr) = finish(child);
+    let (exit, stderr) = interrupted_restore(dir.path(), &output, Signal::HUP);
     assert_eq!(exit, Some(129), "{stderr}");
     assert_one_line(
         &stderr,

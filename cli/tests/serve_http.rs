@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
@@ -80,22 +79,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|l| l.split_once(':'))
         .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim())
-}
-
-/// `casync make --store=STORE INDEX INPUT`.
-fn casync_make(casync: &Path, store: &Path, index: &Path, input: &Path) {
-    let made = Command::new(casync)
-        .arg("make")
-        .arg(format!("--store={}", s(store)))
-        .arg(index)
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
 }
 
 #[test]

@@ -202,12 +202,7 @@ pub async fn restore_to_path(
             let shown = path.display().to_string();
             let out = tokio::fs::File::from_std(file);
             restore_to_writer(reader, out, &shown, progress, cancel).await?;
-            Ok(Restored {
-                output: path,
-                kind: OutputKind::Stream,
-                size: reader.image_size(),
-                zero_chunks_skipped: 0,
-            })
+            Ok(streamed(reader, path))
         }
         Target::Stream { path } => {
             let shown = path.display().to_string();
@@ -222,13 +217,18 @@ pub async fn restore_to_path(
             };
             let out = opened.map_err(|e| output_error(&path, "open it for writing", e))?;
             restore_to_writer(reader, out, &shown, progress, cancel).await?;
-            Ok(Restored {
-                output: path,
-                kind: OutputKind::Stream,
-                size: reader.image_size(),
-                zero_chunks_skipped: 0,
-            })
+            Ok(streamed(reader, path))
         }
+    }
+}
+
+/// What a restore written in order to `output` did.
+fn streamed(reader: &ChunkReader, output: PathBuf) -> Restored {
+    Restored {
+        output,
+        kind: OutputKind::Stream,
+        size: reader.image_size(),
+        zero_chunks_skipped: 0,
     }
 }
 

@@ -200,3 +200,19 @@ pub fn mkfifo(path: &Path) {
     let made = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(made.success());
 }
+
+/// `casync make --store=STORE INDEX INPUT`, which must succeed.
+pub fn casync_make(casync: &Path, store: &Path, index: &Path, input: &Path) {
+    let made = std::process::Command::new(casync)
+        .arg("make")
+        .arg(format!("--store={}", s(store)))
+        .arg(index)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
