@@ -373,8 +373,9 @@ fn claim(folder: &Path) -> std::result::Result<File, Claim> {
         let mut entries = std::fs::read_dir(folder).map_err(|e| Claim::Io("list", e))?;
         if entries.next().is_some() {
             return Err(Claim::Foreign(if folder.join(".chunks").is_dir() {
-                "it holds a PBS datastore, whose chunks the cache would delete to stay within its \
-                 size; give an empty or new folder"
+                "it holds a PBS datastore (or a disk cache of a cairn older than the marker \
+                 file), whose chunks the cache would delete to stay within its size; delete it \
+                 if it is a cache, or give an empty or new folder"
             } else if has_prefix_folders(folder) {
                 "it holds a casync store, or a disk cache of a cairn older than the marker file, \
                  which cannot be told apart; delete it if it is a cache, or give an empty or new \
