@@ -79,58 +79,60 @@ pub(crate) struct BackupArgs {
     index: PathBuf,
 }
 
-/// A size such as `4096`, `64K`, `64KiB`, `4M`, `4MiB`, `1G` or `1GiB` (powers of 1024; `T`
-/// and `TiB` too).
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+/// A whole number followed by one of `units` (its text and what it multiplies by); `what` and
+/// `examples` say what was expected, `too_much` what an overflow is.
+fn with_unit(
+    text: &str,
+    units: &[(&[&str], u64)],
+    what: &str,
+    examples: &str,
+    too_much: &str,
+) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let shift = match unit {
-        "" => 0,
-        "K" | "k" | "KiB" => 10,
-        "M" | "m" | "MiB" => 20,
-        "G" | "g" | "GiB" => 30,
-        "T" | "t" | "TiB" => 40,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)"
-            ));
-        }
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (like 4096, 64K, 64KiB, 4M or 1GiB)"))?;
+    let not = || format!("`{text}` is not a {what} (like {examples})");
+    let factor = units
+        .iter()
+        .find(|(names, _)| names.contains(&unit))
+        .map(|(_, factor)| *factor)
+        .ok_or_else(not)?;
+    let value: u64 = digits.parse().map_err(|_| not())?;
     value
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is {too_much}"))
+}
+
+/// A size such as `4096`, `64K`, `64KiB`, `4M`, `4MiB`, `1G` or `1GiB` (powers of 1024; `T`
+/// and `TiB` too).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    with_unit(
+        text,
+        &[
+            (&[""], 1),
+            (&["K", "k", "KiB"], 1 << 10),
+            (&["M", "m", "MiB"], 1 << 20),
+            (&["G", "g", "GiB"], 1 << 30),
+            (&["T", "t", "TiB"], 1 << 40),
+        ],
+        "size",
+        "4096, 64K, 64KiB, 4M or 1GiB",
+        "too large",
+    )
 }
 
 /// A duration as an option takes it: seconds (`30`, `30s`), minutes (`10m`) or hours (`1h`).
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration (like 30, 30s, 10m or 1h)"
-            ));
-        }
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (like 30, 30s, 10m or 1h)"))?;
-    value
-        .checked_mul(seconds)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    with_unit(
+        text,
+        &[(&["", "s"], 1), (&["m"], 60), (&["h"], 3600)],
+        "duration",
+        "30, 30s, 10m or 1h",
+        "too long",
+    )
+    .map(std::time::Duration::from_secs)
 }
 
 /// The layout a backup's FORMAT, chunk size and digest arguments ask for.
@@ -230,6 +232,36 @@ pub(crate) async fn run(args: &BackupArgs, quiet: bool, stop: &Stop) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            parse_duration("30s"),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("10m"),
+            Ok(std::time::Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_duration(" 1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(parse_duration("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            parse_duration("5 min"),
+            Err("`5 min` is not a duration (like 30, 30s, 10m or 1h)".to_owned())
+        );
+        assert_eq!(
+            parse_duration("h"),
+            Err("`h` is not a duration (like 30, 30s, 10m or 1h)".to_owned())
+        );
+        assert_eq!(
+            parse_duration("99999999999999999h"),
+            Err("`99999999999999999h` is too long".to_owned())
+        );
+    }
 
     #[test]
     fn sizes() {
