@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
+use crate::source::MAX_ENCODED_CHUNK;
 use crate::store::{ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, PutOutcome};
 
 /// How many chunks' serving store a chain remembers for [`reject`](ChunkStore::reject).
@@ -101,15 +102,11 @@ impl StoreChain {
 
 impl StoreChain {
     /// Chunk `digest` from the first store that has it (`limit` passed on to each).
-    async fn get_from_first(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
+    async fn get_from_first(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         let start = self.state().skip.get(digest).copied().unwrap_or(0);
         let mut first_missing = None;
         for (index, store) in self.stores.iter().enumerate().skip(start) {
-            let got = match limit {
-                Some(limit) => store.get_within(digest, limit).await,
-                None => store.get(digest).await,
-            };
-            match got {
+            match store.get_within(digest, limit).await {
                 Ok(chunk) => {
                     if index > 0 {
                         self.fell_through.fetch_add(1, Ordering::Relaxed);
@@ -157,11 +154,11 @@ impl ChunkStore for StoreChain {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        self.get_from_first(digest, None).await
+        self.get_from_first(digest, MAX_ENCODED_CHUNK).await
     }
 
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
-        self.get_from_first(digest, Some(limit)).await
+        self.get_from_first(digest, limit).await
     }
 
     /// The first store's that has the chunk (missing falls through, other errors stop).

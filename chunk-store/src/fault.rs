@@ -132,7 +132,7 @@ impl FaultStore {
 
 impl FaultStore {
     /// Chunk `digest` from the inner store (with `limit` passed on), or the fault.
-    async fn get_or_fault(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
+    async fn get_or_fault(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         *self
             .gets
             .lock()
@@ -140,7 +140,7 @@ impl FaultStore {
             .entry(*digest)
             .or_default() += 1;
         match self.fault_for(digest) {
-            None => self.inner_get(digest, limit).await,
+            None => self.inner.get_within(digest, limit).await,
             Some(Fault::Error) => Err(StoreError::Injected {
                 store: Arc::clone(&self.name),
                 digest: Hex(*digest),
@@ -152,11 +152,11 @@ impl FaultStore {
             )),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                self.inner_get(digest, limit).await
+                self.inner.get_within(digest, limit).await
             }
             Some(Fault::Panic) => panic!("injected panic while fetching a chunk"),
             Some(Fault::Corrupt) => {
-                let mut chunk = self.inner_get(digest, limit).await?;
+                let mut chunk = self.inner.get_within(digest, limit).await?;
                 let middle = chunk.bytes.len() / 2;
                 if let Some(byte) = chunk.bytes.get_mut(middle) {
                     *byte ^= 0x5a;
@@ -165,13 +165,6 @@ impl FaultStore {
                 }
                 Ok(chunk)
             }
-        }
-    }
-
-    async fn inner_get(&self, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
-        match limit {
-            Some(limit) => self.inner.get_within(digest, limit).await,
-            None => self.inner.get(digest).await,
         }
     }
 }
@@ -187,11 +180,12 @@ impl ChunkStore for FaultStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        self.get_or_fault(digest, None).await
+        self.get_or_fault(digest, crate::source::MAX_ENCODED_CHUNK)
+            .await
     }
 
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
-        self.get_or_fault(digest, Some(limit)).await
+        self.get_or_fault(digest, limit).await
     }
 
     async fn stat(&self, digest: &Digest) -> Result<ChunkStat> {

@@ -219,19 +219,8 @@ impl ObjectChunks {
             received: 0,
             what,
             store: Arc::clone(&self.name),
-            chunk: digest.is_some(),
+            digest: digest.map(|d| Hex(*d)),
             location: self.location(key),
-            client_error: {
-                let name = Arc::clone(&self.name);
-                let location = self.location(key);
-                let digest = digest.map(|d| Hex(*d));
-                Box::new(move |error| StoreError::Unavailable {
-                    store: Arc::clone(&name),
-                    digest,
-                    location: location.clone(),
-                    source: Box::new(error),
-                })
-            },
             _permit: permit,
         };
         body.check(body.declared)?;
@@ -397,9 +386,9 @@ pub struct ObjectBody {
     received: u64,
     what: &'static str,
     store: Arc<str>,
-    chunk: bool,
+    /// The chunk, if the object is one.
+    digest: Option<Hex<Digest>>,
     location: Location,
-    client_error: Box<dyn Fn(object_store::Error) -> StoreError + Send + Sync>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -435,7 +424,12 @@ impl ObjectBody {
         use futures_util::StreamExt as _;
         match self.stream.next().await {
             None => Ok(None),
-            Some(Err(error)) => Err((self.client_error)(error)),
+            Some(Err(error)) => Err(StoreError::Unavailable {
+                store: Arc::clone(&self.store),
+                digest: self.digest,
+                location: self.location.clone(),
+                source: Box::new(error),
+            }),
             Some(Ok(piece)) => {
                 self.received += piece.len() as u64;
                 self.check(self.received)?;
@@ -448,7 +442,7 @@ impl ObjectBody {
         if size > self.limit {
             return Err(StoreError::Oversized {
                 store: Arc::clone(&self.store),
-                chunk: self.chunk,
+                chunk: self.digest.is_some(),
                 location: self.location.clone(),
                 size,
                 limit: self.limit,

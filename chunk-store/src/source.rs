@@ -17,14 +17,14 @@ use crate::store::{ChunkEncoding, ChunkStore, EncodedChunk, PutOutcome};
 /// gzip all fall back to storing such data with a few bytes per block), with room to spare.
 /// A remote store refuses a body over it for a chunk of that length.
 #[must_use]
-pub fn max_encoded_len(plaintext_len: usize) -> u64 {
+pub const fn max_encoded_len(plaintext_len: usize) -> u64 {
     let len = plaintext_len as u64;
     len + len / 1024 + 4096
 }
 
 /// The largest encoded chunk cairn accepts from anywhere: [`max_encoded_len`] of the 128 MiB
 /// blob limit.
-pub const MAX_ENCODED_CHUNK: u64 = MAX_BLOB_SIZE as u64 + MAX_BLOB_SIZE as u64 / 1024 + 4096;
+pub const MAX_ENCODED_CHUNK: u64 = max_encoded_len(MAX_BLOB_SIZE);
 
 /// Decodes `chunk` to at most `max_len` bytes of plaintext (no digest check).
 ///

@@ -17,6 +17,7 @@ use crate::castr::CastrStore;
 use crate::digest::Digest;
 use crate::error::{Location, Result, StoreError};
 use crate::pbs::{PbsDatastore, blocking};
+use crate::source::MAX_ENCODED_CHUNK;
 use crate::store::{ChunkEncoding, ChunkStat, ChunkStore, EncodedChunk, PutOutcome, SyncLevel};
 use crate::turns::Turns;
 
@@ -372,16 +373,18 @@ fn claim(folder: &Path) -> std::result::Result<File, Claim> {
     if !marked {
         let mut entries = std::fs::read_dir(folder).map_err(|e| Claim::Io("list", e))?;
         if entries.next().is_some() {
-            return Err(Claim::Foreign(if folder.join(".chunks").is_dir() {
-                "it holds a PBS datastore (or a disk cache of a cairn older than the marker \
-                 file), whose chunks the cache would delete to stay within its size; delete it \
-                 if it is a cache, or give an empty or new folder"
-            } else if has_prefix_folders(folder) {
-                "it holds a casync store, or a disk cache of a cairn older than the marker file, \
-                 which cannot be told apart; delete it if it is a cache, or give an empty or new \
-                 folder"
-            } else {
-                "it is not empty and has no marker file; give an empty or new folder"
+            return Err(Claim::Foreign(match store_in(folder) {
+                Some(ChunkEncoding::PbsBlob) => {
+                    "it holds a PBS datastore (or a disk cache of a cairn older than the marker \
+                     file), whose chunks the cache would delete to stay within its size; delete \
+                     it if it is a cache, or give an empty or new folder"
+                }
+                Some(_) => {
+                    "it holds a casync store, or a disk cache of a cairn older than the marker \
+                     file, which cannot be told apart; delete it if it is a cache, or give an \
+                     empty or new folder"
+                }
+                None => "it is not empty and has no marker file; give an empty or new folder",
             }));
         }
         match File::options()
@@ -402,6 +405,18 @@ fn claim(folder: &Path) -> std::result::Result<File, Claim> {
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
         .open(&marker)
         .map_err(|e| Claim::Io("open the marker of", e))
+}
+
+/// The kind of store `folder` holds: a PBS datastore (`.chunks/`), a casync store (a
+/// four-hex-digit subfolder), or none.
+fn store_in(folder: &Path) -> Option<ChunkEncoding> {
+    if folder.join(".chunks").is_dir() {
+        Some(ChunkEncoding::PbsBlob)
+    } else if has_prefix_folders(folder) {
+        Some(ChunkEncoding::CasyncCompressed)
+    } else {
+        None
+    }
 }
 
 /// Whether `folder` has a four-hex-digit subfolder, as a casync store does.
@@ -428,14 +443,7 @@ impl Inner {
 
     /// The store the folder holds already, if it holds one.
     fn found_local(&self) -> Result<Option<Local>> {
-        let found = if self.folder.join(".chunks").is_dir() {
-            Some(ChunkEncoding::PbsBlob)
-        } else if has_prefix_folders(&self.folder) {
-            Some(ChunkEncoding::CasyncCompressed)
-        } else {
-            None
-        };
-        found
+        store_in(&self.folder)
             .map(|encoding| Local::create(&self.folder, encoding))
             .transpose()
     }
@@ -482,7 +490,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn get(self: &Arc<Self>, digest: &Digest, limit: Option<u64>) -> Result<EncodedChunk> {
+    async fn get(self: &Arc<Self>, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         // The owner knows what the folder holds; a shared tier looks, since the owner fills it.
         if let Some(local) = self.local()
             && (self.shared() || self.lock().contains(digest))
@@ -500,10 +508,7 @@ impl Inner {
             }
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let chunk = match limit {
-            Some(limit) => self.origin.get_within(digest, limit).await?,
-            None => self.origin.get(digest).await?,
-        };
+        let chunk = self.origin.get_within(digest, limit).await?;
         if !self.shared() && self.filling.load(Ordering::Relaxed) {
             // The fill runs as a task of its own and ends even if this read is given up (a
             // restore's first failure, a caller's timeout): a chunk file written is a chunk
@@ -523,7 +528,7 @@ impl Inner {
     /// fills, and only within the budget: a chunk for which the chunks being written leave no
     /// room is served and not kept.
     async fn fill(&self, digest: &Digest, encoding: ChunkEncoding, bytes: Vec<u8>) {
-        if self.shared() || !self.filling.load(Ordering::Relaxed) {
+        if !self.filling.load(Ordering::Relaxed) {
             return;
         }
         let size = bytes.len() as u64;
@@ -612,16 +617,13 @@ impl ChunkStore for DiskTier {
     }
 
     async fn get(&self, digest: &Digest) -> Result<EncodedChunk> {
-        self.inner
-            .turns
-            .run(digest, self.inner.get(digest, None))
-            .await
+        self.get_within(digest, MAX_ENCODED_CHUNK).await
     }
 
     async fn get_within(&self, digest: &Digest, limit: u64) -> Result<EncodedChunk> {
         self.inner
             .turns
-            .run(digest, self.inner.get(digest, Some(limit)))
+            .run(digest, self.inner.get(digest, limit))
             .await
     }
 

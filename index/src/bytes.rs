@@ -52,8 +52,10 @@ pub(crate) fn read_index_file(path: &Path) -> Result<(Vec<u8>, Origin)> {
         return Err(read_error(io::ErrorKind::IsADirectory.into()));
     }
     let mut bytes = IndexBytes::new(origin.clone());
+    if meta.is_file() {
+        bytes.expect_len(meta.len())?;
+    }
     let mut piece = vec![0u8; READ_PIECE];
-    let mut told = !meta.is_file();
     loop {
         let read = match file.read(&mut piece) {
             Ok(0) => break,
@@ -62,12 +64,6 @@ pub(crate) fn read_index_file(path: &Path) -> Result<(Vec<u8>, Origin)> {
             Err(e) => return Err(read_error(e)),
         };
         bytes.push(&piece[..read])?;
-        // A regular file's length is known: once its first bytes show an index, a length
-        // over what the header allows is refused before the rest is read.
-        if !told && bytes.len() >= INDEX_HEAD {
-            bytes.expect_len(meta.len())?;
-            told = true;
-        }
     }
     Ok((bytes.data, origin))
 }
@@ -77,7 +73,7 @@ const READ_PIECE: usize = 64 << 10;
 
 /// The bytes that tell an index's format and, for a fixed index, its exact length: the PBS
 /// header (a casync header is shorter).
-pub const INDEX_HEAD: usize = PBS_HEADER_SIZE;
+const INDEX_HEAD: usize = PBS_HEADER_SIZE;
 
 /// The largest index cairn reads: 1 GiB. Its table holds 33 million digests: a fixed index of
 /// 128 TiB in PBS's 4 MiB chunks, a dynamic index of some 100 TiB at PBS's 4 MiB average, a
@@ -133,27 +129,29 @@ impl IndexBytes {
         self.data.is_empty()
     }
 
-    /// The whole index will be `len` bytes (a file's length, a `Content-Length`): refused at
-    /// once if that is more than an index may have, else room is made for it.
+    /// The whole index will be `len` bytes (a file's length, a `Content-Length`). Once the
+    /// first bytes have shown an index (at once, if they have), a length over what it may have
+    /// is refused and room is made for the rest; before, nothing is judged by the length, so
+    /// something that is no index is told so, not that it is large.
     ///
     /// # Errors
     /// [`IndexError::TooLarge`].
     pub fn expect_len(&mut self, len: u64) -> Result<()> {
         self.declared = Some(len);
-        self.check(len)?;
-        self.make_room();
-        Ok(())
+        self.take_declared()
     }
 
-    /// Room for the announced length, once the first bytes have shown an index (never for
-    /// something that may turn out to be none).
-    fn make_room(&mut self) {
+    /// Checks the announced length against the limit and makes room for it, once both are
+    /// known.
+    fn take_declared(&mut self) -> Result<()> {
         if let (Some(_), Some(declared)) = (self.limit, self.declared) {
+            self.check(declared)?;
             let more = usize::try_from(declared)
                 .unwrap_or(usize::MAX)
                 .saturating_sub(self.data.len());
             self.data.reserve_exact(more);
         }
+        Ok(())
     }
 
     /// The next piece.
@@ -168,12 +166,7 @@ impl IndexBytes {
             let mut head = self.data.clone();
             head.extend_from_slice(&piece[..piece.len().min(INDEX_HEAD)]);
             self.limit = size_limit(&head, &self.origin)?;
-            if self.limit.is_some()
-                && let Some(declared) = self.declared
-            {
-                self.check(declared)?;
-                self.make_room();
-            }
+            self.take_declared()?;
         }
         self.check(len)?;
         self.data.extend_from_slice(piece);

@@ -44,7 +44,7 @@ mod table;
 pub mod testing;
 
 pub use crate::atomic::AtomicFile;
-pub use crate::bytes::{INDEX_HEAD, IndexBytes, MAX_INDEX_SIZE};
+pub use crate::bytes::{IndexBytes, MAX_INDEX_SIZE};
 pub use crate::casync::{CasyncIndex, CasyncIndexWriter, CasyncParams};
 pub use crate::chunker::{
     CasyncChunker, Chunker, FixedChunker, PbsChunker, ReadChunks, SliceChunks,

@@ -522,17 +522,16 @@ impl Server {
                 let next = read_or_eof(&mut read, &mut header);
                 tokio::pin!(next);
                 loop {
-                    let waited = tokio::select! {
+                    tokio::select! {
                         () = closed.cancelled() => break None,
                         got = &mut next => break Some(got),
-                        () = sleep_or_never(idle) => true,
-                    };
-                    // Idle only with nothing in progress; else the client awaits replies.
-                    if waited && slots.available_permits() == requests {
-                        break Some(Err(ProtocolError::IdleTimeout {
-                            seconds: idle.unwrap_or_default().as_secs(),
-                        }
-                        .into()));
+                        // Idle only with nothing in progress; else the client awaits replies.
+                        () = sleep_or_never(idle) => if slots.available_permits() == requests {
+                            break Some(Err(ProtocolError::IdleTimeout {
+                                seconds: idle.unwrap_or_default().as_secs(),
+                            }
+                            .into()));
+                        },
                     }
                 }
             };
